@@ -1,0 +1,43 @@
+# vsm_kit: `make demo` runs the pipeline notebooks on the embedded demo world; `make test` runs every test.
+# Both build the virtual environment first when it is missing or requirements changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+DEMO_DIR := runs/demo
+
+.PHONY: venv demo test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: venv
+	mkdir -p $(DEMO_DIR)
+	set -e; for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(PY) -m papermill --cwd notebooks --log-output --no-progress-bar \
+	    "$$nb" "$(DEMO_DIR)/$$(basename $$nb)" -p WORK_DIR "../$(DEMO_DIR)"; \
+	done
+	@echo "Executed notebooks and figures are in $(DEMO_DIR)/"
+
+lint: venv
+	$(VENV)/bin/ruff check vsm_kit widgets tests benchmarks
+	$(VENV)/bin/ruff format --check vsm_kit widgets tests benchmarks
+
+test: venv lint
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,64 @@
+"""`vsm-kit` subcommands: argument parsing only; each calls one library entry function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import VsmKitError
+
+
+def _demo_world(args) -> int:
+    from .demo import make_demo_world
+
+    world = make_demo_world(args.out, seed=args.seed, scale=args.scale)
+    print(f"demo world written to {world.dataset}")
+    return 0
+
+
+def _check(args) -> int:
+    from .data import check_layout
+
+    groups = [g.strip() for g in args.datasets.split(",") if g.strip()]
+    verify = None if args.verify_images == "all" else int(args.verify_images)
+    report = check_layout(args.data_dir, groups, verify_images=verify)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.layout import GROUP_NAMES
+
+    parser = argparse.ArgumentParser(prog="vsm-kit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-world", help="write the embedded demo data tree")
+    p.add_argument("--out", required=True, help="folder; the data tree goes to OUT/dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=1, help="multiplies the number of images")
+    p.set_defaults(func=_demo_world)
+
+    p = sub.add_parser("check", help="report which dataset files are present")
+    p.add_argument("data_dir")
+    p.add_argument(
+        "--datasets",
+        default=",".join(GROUP_NAMES),
+        help="comma-separated groups: " + ",".join(GROUP_NAMES),
+    )
+    p.add_argument(
+        "--verify-images", default="20", help="images per folder to decode fully, or 'all'"
+    )
+    p.set_defaults(func=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VsmKitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,24 @@
+"""The training data: layout check, one reader per source, box conventions, statistics."""
+
+from .layout import EXPECTED, GROUP_NAMES, LayoutReport, check_layout
+from .records import BoxTable, Record, Target
+from .sources import GROUPS, SOURCES, Source, open_source
+from .stats import STATS_COLUMNS, class_frequency, format_table, source_stats
+
+__all__ = [
+    "EXPECTED",
+    "GROUPS",
+    "GROUP_NAMES",
+    "SOURCES",
+    "STATS_COLUMNS",
+    "BoxTable",
+    "LayoutReport",
+    "Record",
+    "Source",
+    "Target",
+    "check_layout",
+    "class_frequency",
+    "format_table",
+    "open_source",
+    "source_stats",
+]

@@ -1,0 +1,57 @@
+"""Image decoding: RGB uint8 arrays in the stored pixel grid (annotations refer to it)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import CorruptImageError, MissingDataError
+
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+@contextlib.contextmanager
+def _open(path: str | Path, what: str = "image"):
+    """PIL image of `path`; a missing file or a decoding failure becomes a user-facing error."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            yield im
+    except FileNotFoundError:
+        raise MissingDataError(
+            path, what, "check the dataset layout with `vsm-kit check`"
+        ) from None
+    except _DECODE_ERRORS as err:
+        raise CorruptImageError(path, str(err) or type(err).__name__) from None
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode `path` to uint8 [H, W, 3]. Grayscale is expanded; EXIF orientation is NOT applied
+    because COCO-style annotations use the stored pixel grid."""
+    with _open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_label_map(path: str | Path) -> np.ndarray:
+    """Decode a single-channel PNG label map to uint8 [H, W]."""
+    with _open(path, "label map") as im:
+        return np.asarray(im)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding pixels."""
+    with _open(path) as im:
+        return im.height, im.width
+
+
+def verify_image(path: str | Path) -> str | None:
+    """None when the file decodes completely, else the reason it does not."""
+    try:
+        with _open(path) as im:
+            im.load()
+    except (CorruptImageError, MissingDataError) as err:
+        return str(err).split(": ", 1)[-1]
+    return None

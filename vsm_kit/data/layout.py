@@ -1,0 +1,307 @@
+"""The data tree the original tool expects, and a check that reports what is there.
+
+Every entry says where the piece comes from and what uses it, so a problem in the report reads
+as a to-do item. Files written by `vsm-kit preprocess` are listed but never fail the check.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .images import verify_image
+
+GROUP_NAMES = ("general_segdet", "refer_seg", "mixed_grounding", "vqa")
+
+_COCO17 = "COCO-2017 (cocodataset.org): annotations_trainval2017.zip → coco2017/annotations/"
+_REFER = "REFER annotations (refer_seg release used by LISA/V*) → refer_seg/{}/"
+_MDETR = "MDETR pre-processed annotations (mdetr_annotations) → MixedGrounding/"
+_VQA = "Hugging Face dataset craigwu/vsm_vqa_data → vsm_vqa_data/"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One path under the dataset root. Folders count files whose names end with `suffix`."""
+
+    path: str
+    groups: tuple[str, ...]
+    origin: str
+    used_by: str
+    folder: bool = False
+    suffix: str = ".jpg"
+    recursive: bool = False
+    built: bool = False  # produced by `vsm-kit preprocess`, not downloaded
+
+
+def _refer(ds: str, by: str) -> list[Expected]:
+    return [
+        Expected(
+            f"refer_seg/{ds}/instances.json",
+            ("refer_seg",),
+            _REFER.format(ds),
+            f"{ds} reader: boxes and masks",
+        ),
+        Expected(
+            f"refer_seg/{ds}/refs({by}).p",
+            ("refer_seg",),
+            _REFER.format(ds),
+            f"{ds} reader: referring expressions and splits",
+        ),
+    ]
+
+
+EXPECTED: tuple[Expected, ...] = (
+    Expected(
+        "coco2017/annotations/instances_train2017.json",
+        ("general_segdet",),
+        _COCO17,
+        "preprocess (COCO step) → COCO-Stuff boxes",
+    ),
+    Expected(
+        "coco2017/train2017",
+        ("general_segdet", "vqa"),
+        "COCO-2017 train2017.zip → coco2017/train2017/",
+        "COCO-Stuff, PACO-LVIS and VQA images",
+        folder=True,
+    ),
+    Expected(
+        "cocostuff/annotations/stuff_train2017.json",
+        ("general_segdet",),
+        "COCO-Stuff stuff_trainval2017.zip → cocostuff/annotations/",
+        "preprocess (COCO step) → COCO-Stuff boxes",
+    ),
+    Expected(
+        "cocostuff/train2017",
+        ("general_segdet",),
+        "COCO-Stuff stuffthingmaps_trainval2017.zip (train2017/) → cocostuff/train2017/",
+        "COCO-Stuff label maps (masks)",
+        folder=True,
+        suffix=".png",
+    ),
+    Expected(
+        "cocostuff/annotations/image2bboxes.json",
+        ("general_segdet",),
+        "`vsm-kit preprocess --only coco`",
+        "training: COCO-Stuff boxes",
+        built=True,
+    ),
+    Expected(
+        "object365/zhiyuan_objv2_train.json",
+        ("general_segdet",),
+        "Objects365-v2 train annotations → object365/",
+        "preprocess (Objects365 step)",
+    ),
+    Expected(
+        "object365/images/train",
+        ("general_segdet",),
+        "Objects365-v2 train image patches → object365/images/train/patchN/",
+        "Objects365 images",
+        folder=True,
+        recursive=True,
+    ),
+    Expected(
+        "object365/image2bboxes.json",
+        ("general_segdet",),
+        "`vsm-kit preprocess --only objects365`",
+        "training: Objects365 boxes",
+        built=True,
+    ),
+    Expected(
+        "vlpart/paco/annotations/paco_lvis_v1_train.json",
+        ("general_segdet",),
+        "PACO release (paco_lvis_v1 annotations) → vlpart/paco/annotations/",
+        "PACO-LVIS reader: object and part masks",
+    ),
+    *_refer("refclef", "unc"),
+    *_refer("refcoco", "unc"),
+    *_refer("refcoco+", "unc"),
+    *_refer("refcocog", "umd"),
+    Expected(
+        "refer_seg/images/saiapr_tc-12",
+        ("refer_seg",),
+        "ImageCLEF saiapr_tc-12 images → refer_seg/images/saiapr_tc-12/",
+        "refCLEF images",
+        folder=True,
+        recursive=True,
+    ),
+    Expected(
+        "refer_seg/images/mscoco/images/train2014",
+        ("refer_seg",),
+        "COCO-2014 train2014.zip → refer_seg/images/mscoco/images/train2014/",
+        "refCOCO/refCOCO+/refCOCOg images",
+        folder=True,
+    ),
+    Expected(
+        "MixedGrounding/final_mixed_train.json",
+        ("mixed_grounding",),
+        _MDETR,
+        "preprocess (GoldG step): COCO and VG captions",
+    ),
+    Expected(
+        "MixedGrounding/final_flickr_separateGT_train.json",
+        ("mixed_grounding",),
+        _MDETR,
+        "preprocess (GoldG step): Flickr30k-entities captions",
+    ),
+    Expected(
+        "MixedGrounding/goldG_train.json",
+        ("mixed_grounding",),
+        "`vsm-kit preprocess --only goldg`",
+        "training: grounding records",
+        built=True,
+    ),
+    Expected(
+        "MixedGrounding/flickr30k-images",
+        ("mixed_grounding",),
+        "Flickr30k images → MixedGrounding/flickr30k-images/",
+        "GoldG flickr images",
+        folder=True,
+    ),
+    Expected(
+        "MixedGrounding/GQA/images",
+        ("mixed_grounding",),
+        "GQA images (images.zip) → MixedGrounding/GQA/images/",
+        "GoldG vg images",
+        folder=True,
+    ),
+    Expected(
+        "coco2014/train2014",
+        ("mixed_grounding",),
+        "COCO-2014 train2014.zip → coco2014/train2014/ (a link to the refer_seg copy works)",
+        "GoldG coco images",
+        folder=True,
+    ),
+    Expected("vsm_vqa_data/llava_instruct_80k.json", ("vqa",), _VQA, "VQA: LLaVA-Instruct-80k"),
+    Expected(
+        "vsm_vqa_data/possible_locations_conv_86k.json",
+        ("vqa",),
+        _VQA,
+        "VQA: possible-locations questions",
+    ),
+)
+
+OK, MISSING, EMPTY, UNREADABLE, CORRUPT, NOT_BUILT = (
+    "ok",
+    "missing",
+    "empty",
+    "unreadable",
+    "corrupt",
+    "not built",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    entry: Expected
+    status: str
+    count: int | None = None  # files in a folder, bytes for a file
+    bad_files: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> bool:
+        return self.status not in (OK, NOT_BUILT)
+
+
+@dataclass
+class LayoutReport:
+    """Result of `check_layout`; `str(report)` is the table `vsm-kit check` prints."""
+
+    data_dir: Path
+    groups: tuple[str, ...]
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def problems(self) -> list[Row]:
+        return [r for r in self.rows if r.problem]
+
+    def __str__(self) -> str:
+        width = max(len(r.entry.path) for r in self.rows) + 2
+        lines = [f"Dataset layout under {self.data_dir}", ""]
+        lines.append(f"{'path':<{width}}{'status':<12}{'count':>10}  used by")
+        for r in self.rows:
+            count = (
+                ""
+                if r.count is None
+                else (f"{r.count} files" if r.entry.folder else _size(r.count))
+            )
+            lines.append(f"{r.entry.path:<{width}}{r.status:<12}{count:>10}  {r.entry.used_by}")
+        pending = [r for r in self.rows if r.status == NOT_BUILT]
+        if pending:
+            lines += ["", "To build (not a problem): " + ", ".join(r.entry.path for r in pending)]
+            lines.append("  run `vsm-kit preprocess --data-dir DATA_DIR`")
+        if self.problems:
+            lines += ["", f"{len(self.problems)} problem(s):"]
+            for r in self.problems:
+                lines.append(f"- {r.status}: {self.data_dir / r.entry.path}")
+                for name in r.bad_files[:5]:
+                    lines.append(f"    {name}")
+                lines.append(f"    comes from: {r.entry.origin}")
+                lines.append(f"    needed for: {r.entry.used_by}")
+        else:
+            lines += ["", f"All required paths for {', '.join(self.groups)} are present."]
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def check_layout(
+    data_dir: str | Path, groups=GROUP_NAMES, verify_images: int | None = 20
+) -> LayoutReport:
+    """Report every path the selected dataset groups need.
+
+    `verify_images`: how many images per folder to decode fully (None = all of them); corrupt
+    ones are listed and make the folder's status `corrupt`.
+    """
+    data_dir = Path(data_dir)
+    groups = tuple(groups)
+    unknown = set(groups) - set(GROUP_NAMES)
+    if unknown:
+        raise ValueError(f"unknown dataset group(s) {sorted(unknown)}; choose from {GROUP_NAMES}")
+    report = LayoutReport(data_dir, groups)
+    for entry in EXPECTED:
+        if set(entry.groups) & set(groups):
+            report.rows.append(_check(data_dir / entry.path, entry, verify_images))
+    return report
+
+
+def _check(path: Path, entry: Expected, verify_images: int | None) -> Row:
+    if not path.exists():
+        return Row(entry, NOT_BUILT if entry.built else MISSING)
+    if not entry.folder:
+        size = path.stat().st_size
+        if size == 0:
+            return Row(entry, EMPTY, 0)
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError:
+            return Row(entry, UNREADABLE, size)
+        return Row(entry, OK, size)
+    try:
+        files = sorted(_list(path, entry.suffix, entry.recursive))
+    except OSError:
+        return Row(entry, UNREADABLE)
+    if not files:
+        return Row(entry, EMPTY, 0)
+    sample = files if verify_images is None else files[:verify_images]
+    bad = tuple(f"{os.path.relpath(f, path)}: {why}" for f in sample if (why := verify_image(f)))
+    return Row(entry, CORRUPT if bad else OK, len(files), bad)
+
+
+def _list(folder: Path, suffix: str, recursive: bool):
+    for e in os.scandir(folder):
+        if e.is_dir() and recursive:
+            yield from _list(Path(e.path), suffix, recursive)
+        elif e.name.endswith(suffix):
+            yield e.path

@@ -1,0 +1,56 @@
+"""LLaVA-style conversation files on COCO-2017 images: no boxes, a conversation per record."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...jsonio import load_json_shared
+from ..images import image_size
+from ..records import BoxTable, Record
+from ._base import Source
+
+IMAGE_DIR = "coco2017/train2017"
+_FIX = "download the VSM VQA data (Hugging Face dataset craigwu/vsm_vqa_data) into vsm_vqa_data/"
+
+
+class _Conversations(Source):
+    group = "vqa"
+    file: str
+
+    def __init__(self, data_dir):
+        super().__init__(data_dir)
+        self._items = load_json_shared(self.data_dir / self.file, "VQA conversations", _FIX)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _record(self, i: int) -> Record:
+        item = self._items[i]
+        path = self.data_dir / IMAGE_DIR / item["image"]
+        h, w = image_size(path)
+        return Record(
+            self.name,
+            i,
+            path,
+            h,
+            w,
+            image_id=item.get("id"),
+            conversations=tuple(item["conversations"]),
+        )
+
+    def _texts(self, i: int) -> list[str]:
+        return [turn["value"] for turn in self._items[i]["conversations"]]
+
+    def box_table(self) -> BoxTable:
+        empty = np.zeros(0, np.int32)
+        return BoxTable(empty, empty, np.zeros((0, 4), np.float32), ())
+
+
+class LlavaInstruct80k(_Conversations):
+    name = "llava_instruct_80k"
+    file = "vsm_vqa_data/llava_instruct_80k.json"
+
+
+class PossibleLocations(_Conversations):
+    name = "possible_locations_conv_86k"
+    file = "vsm_vqa_data/possible_locations_conv_86k.json"

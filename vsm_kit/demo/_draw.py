@@ -1,0 +1,178 @@
+"""Shapes, placement and painting for the demo world's synthetic images.
+
+Objects are COCO polygons rasterised by pycocotools (the definition the annotation format uses);
+painting fills exactly those pixels, so every mask and box in the files is what the image shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..data.masks import decode_segmentation
+
+COLORS = {
+    "red": (205, 45, 40),
+    "green": (45, 160, 70),
+    "blue": (45, 85, 205),
+    "yellow": (235, 205, 40),
+    "orange": (240, 140, 30),
+    "purple": (145, 65, 175),
+    "white": (240, 240, 235),
+    "black": (30, 30, 35),
+    "brown": (125, 80, 45),
+    "pink": (240, 150, 185),
+}
+
+
+def with_article(phrase: str) -> str:
+    """'a red ball', 'an orange box'."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
+def _flat(points: np.ndarray) -> list[float]:
+    return [round(float(v), 2) for v in points.reshape(-1)]
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20) -> list[float]:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return _flat(np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1))
+
+
+def rectangle(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+    return _flat(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+
+
+def triangle(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    """Three points only: the smallest polygon the format allows."""
+    return _flat(np.array([[cx, cy - ry], [cx + rx, cy + ry], [cx - rx, cy + ry]]))
+
+
+def star(cx: float, cy: float, rx: float, ry: float, k: int = 5) -> list[float]:
+    t = np.linspace(-np.pi / 2, 1.5 * np.pi, 2 * k, endpoint=False)
+    r = np.where(np.arange(2 * k) % 2 == 0, 1.0, 0.45)
+    return _flat(np.stack([cx + rx * r * np.cos(t), cy + ry * r * np.sin(t)], axis=1))
+
+
+SHAPES = {"ellipse": ellipse, "rectangle": rectangle, "triangle": triangle, "star": star}
+
+
+def make_polygons(kind: str, x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    """Polygons of a shape filling the box (x0, y0)-(x1, y1). `two_part` gives two pieces."""
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    if kind == "rectangle":
+        return [rectangle(x0, y0, x1, y1)]
+    if kind == "two_part":  # two parallel bars, one annotation (a multi-part polygon)
+        w = (x1 - x0) * 0.3
+        return [rectangle(x0, y0, x0 + w, y1), rectangle(x1 - w, y0, x1, y1)]
+    return [SHAPES[kind](cx, cy, rx, ry)]
+
+
+def polygon_extent(polygons: list[list[float]]) -> list[float]:
+    """COCO bbox of polygons: [x, y, w, h] of their vertices, 2 decimals."""
+    pts = np.concatenate([np.asarray(p).reshape(-1, 2) for p in polygons])
+    lo, hi = pts.min(0), pts.max(0)
+    return [round(float(v), 2) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])]
+
+
+@dataclass
+class Part:
+    name: str
+    polygons: list[list[float]]
+    mask: np.ndarray
+
+
+@dataclass
+class Thing:
+    """A drawn object: `name` is the demo's own name, `color` a key of COLORS."""
+
+    name: str
+    color: str
+    polygons: list[list[float]]
+    mask: np.ndarray
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def bbox(self) -> list[float]:
+        return polygon_extent(self.polygons)
+
+    @property
+    def center_x(self) -> float:
+        b = self.bbox
+        return b[0] + b[2] / 2
+
+
+def cells(rng: np.random.Generator, h: int, w: int, n: int, top: float = 0.0):
+    """`n` non-overlapping boxes (x0, y0, x1, y1) inside a grid below `top`·h, so objects never
+    occlude each other and each drawn region equals its annotation."""
+    cols, rows = 3, 2
+    picks = rng.choice(cols * rows, size=min(n, cols * rows), replace=False)
+    cw, ch = w / cols, h * (1 - top) / rows
+    out = []
+    for p in sorted(picks.tolist()):
+        c, r = p % cols, p // cols
+        bw, bh = cw * rng.uniform(0.45, 0.8), ch * rng.uniform(0.45, 0.8)
+        x0 = c * cw + rng.uniform(0.05 * cw, cw - bw - 0.05 * cw)
+        y0 = top * h + r * ch + rng.uniform(0.05 * ch, ch - bh - 0.05 * ch)
+        out.append((x0, y0, x0 + bw, y0 + bh))
+    return out
+
+
+def make_thing(name: str, color: str, kind: str, box, h: int, w: int) -> Thing:
+    polygons = make_polygons(kind, *box)
+    return Thing(name, color, polygons, decode_segmentation(polygons, h, w))
+
+
+def add_part(thing: Thing, part: str, rng: np.random.Generator, h: int, w: int) -> Part:
+    """A part inside the object's bounding box and mask (e.g. a mug's handle)."""
+    x, y, bw, bh = thing.bbox
+    fx, fy = rng.uniform(0.3, 0.5), rng.uniform(0.25, 0.4)
+    px0, py0 = x + bw * (0.5 - fx / 2), y + bh * rng.uniform(0.3, 0.55)
+    polygons = [rectangle(px0, py0, px0 + bw * fx, py0 + bh * fy)]
+    mask = decode_segmentation(polygons, h, w) & thing.mask
+    p = Part(part, polygons, mask)
+    thing.parts.append(p)
+    return p
+
+
+class Canvas:
+    """An RGB float image with a soft texture; `paint` colours exactly the given mask."""
+
+    def __init__(self, h: int, w: int, rng: np.random.Generator, base=(128, 128, 128)):
+        self.h, self.w = h, w
+        yy, xx = np.mgrid[0:h, 0:w]
+        self._shade = 0.88 + 0.12 * np.sin(xx / 23.0 + yy / 31.0)
+        self._noise = rng.normal(0, 6, size=(h, w, 1))
+        self.rgb = np.empty((h, w, 3), dtype=np.float32)
+        self.rgb[:] = base
+
+    def paint(self, mask: np.ndarray, color) -> None:
+        rgb = np.asarray(color, dtype=np.float32)
+        self.rgb[mask] = rgb * self._shade[mask][:, None] + self._noise[mask]
+
+    def image(self, mode: str = "RGB") -> Image.Image:
+        im = Image.fromarray(self.rgb.clip(0, 255).astype(np.uint8), "RGB")
+        return im.convert(mode) if mode != "RGB" else im
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE of a bool mask: run lengths in column-major order, zeros first."""
+    flat = np.asfortranarray(mask).reshape(-1, order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        runs = [0] + runs
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": runs}
+
+
+def save_jpeg(im: Image.Image, path, exif_orientation: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"quality": 88}
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif
+    im.save(path, "JPEG", **kwargs)

@@ -1,0 +1,105 @@
+"""Objects365-v2: JPEGs in patch folders and the train json with its path prefixes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.classes import objects365_classes
+from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
+from ._truth import TruthRecord, TruthTarget, xywh_rows
+
+# Objects365 category id → shape; "/" names exercise the alternatives the sampler picks from
+CATEGORIES = {
+    1: "ellipse",
+    3: "rectangle",
+    9: "rectangle",
+    11: "ellipse",
+    13: "rectangle",
+    38: "rectangle",
+    40: "star",
+    93: "ellipse",
+    95: "ellipse",
+    300: "triangle",
+}
+# (json version folder, patch) per image group; patch16 onwards are v2 names
+PATCHES = (("v1", 0), ("v1", 1), ("v2", 16))
+KNOWN_MISSING = (
+    "patch16/objects365_v2_00908726.jpg",
+    "patch6/objects365_v1_00320532.jpg",
+    "patch6/objects365_v1_00320534.jpg",
+)
+
+
+def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
+    names = objects365_classes()
+    images, anns, truth = [], [], []
+    n = 12 * scale
+    for k in range(n):
+        version, patch = PATCHES[k % len(PATCHES)]
+        image_id = 100 + k
+        stem = f"objects365_{version}_{image_id:08d}.jpg"
+        h, w = ((360, 480), (480, 640), (300, 400))[int(rng.integers(3))]
+        images.append(_image(image_id, f"images/{version}/patch{patch}/{stem}", h, w))
+        canvas = Canvas(h, w, rng, base=(180, 175, 165))
+        cats = [int(c) for c in rng.choice(list(CATEGORIES), size=3, replace=True)]
+        boxes = cells(rng, h, w, len(cats))
+        by_cat: dict[int, list] = {}
+        for j, (cat, box) in enumerate(zip(cats, boxes, strict=True)):
+            if k == 0 and j == 0:  # partly outside the image: the box reaches past the border
+                # (the first cell's row has nothing to its left, so this overlaps no object)
+                x0, y0, x1, y1 = box
+                box = (-0.4 * (x1 - x0), y0, 0.6 * (x1 - x0), y1)
+            t = make_thing(names[cat], str(rng.choice(list(COLORS))), CATEGORIES[cat], box, h, w)
+            canvas.paint(t.mask, COLORS[t.color])
+            by_cat.setdefault(cat, []).append(t.bbox)
+            anns.append(_ann(len(anns) + 1, image_id, cat, t.bbox))
+        if k == 1:  # a zero-width box, as the real file has: kept as annotated, dropped in training
+            anns.append(_ann(len(anns) + 1, image_id, cats[0], [10.0, 20.0, 0.0, 15.0]))
+            by_cat[cats[0]].append([10.0, 20.0, 0.0, 15.0])
+        save_jpeg(canvas.image(), ds / "object365/images/train" / f"patch{patch}" / stem)
+        truth.append(
+            TruthRecord(
+                f"object365/images/train/patch{patch}/{stem}",
+                [TruthTarget(names[c], xywh_rows(b)) for c, b in by_cat.items()],
+            )
+        )
+    for j, rel in enumerate(KNOWN_MISSING):  # listed in the json, absent on disk
+        patch, stem = rel.split("/")
+        version = "v2" if "_v2_" in stem else "v1"
+        image_id = 900_000 + j
+        images.append(_image(image_id, f"images/{version}/{patch}/{stem}", 480, 640))
+        anns.append(_ann(len(anns) + 1, image_id, 1, [5.0, 5.0, 50.0, 80.0]))
+    data = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"name": nm, "id": i} for i, nm in enumerate(names) if i > 0],
+        "licenses": [{"name": "demo", "id": 1, "url": ""}],
+    }
+    dump(ds / "object365/zhiyuan_objv2_train.json", data)
+    return {"objects365": truth}
+
+
+def _image(image_id: int, file_name: str, h: int, w: int) -> dict:
+    return {
+        "height": h,
+        "id": image_id,
+        "license": 1,
+        "width": w,
+        "file_name": file_name,
+        "url": "",
+    }
+
+
+def _ann(ann_id: int, image_id: int, cat: int, bbox: list[float]) -> dict:
+    return {
+        "id": ann_id,
+        "iscrowd": 0,
+        "isfake": 0,
+        "area": round(bbox[2] * bbox[3], 2),
+        "isreflected": 0,
+        "bbox": bbox,
+        "image_id": image_id,
+        "category_id": cat,
+    }

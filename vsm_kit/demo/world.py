@@ -1,0 +1,102 @@
+"""The embedded demo world: a small, deterministic data tree in the original tool's exact layout
+and file formats, so everything downstream runs through the loading code real data uses."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..jsonio import dump_json_bytes, load_json
+from ._coco import write_coco_family
+from ._grounding import write_grounding
+from ._objects365 import write_objects365
+from ._refer import write_refer
+from ._truth import Truth
+
+FORMAT_VERSION = 1  # bump when the generator's output changes
+STAMP = "demo_world.json"
+
+# each writer gets its own random stream, so changing one source leaves the others identical
+_WRITERS = (
+    ("COCO-2017, COCO-Stuff, PACO-LVIS, VQA", write_coco_family),
+    ("Objects365", write_objects365),
+    ("refCOCO/+/g, refCLEF", write_refer),
+    ("GoldG mixed + Flickr", write_grounding),
+)
+
+
+@dataclass
+class DemoWorld:
+    """A generated world; `truth` (what was drawn, per source) exists only right after generating."""
+
+    root: Path
+    seed: int
+    scale: int
+    truth: Truth | None = None
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+
+def _dump(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dump_json_bytes(obj))
+
+
+def make_demo_world(
+    out: str | Path, seed: int = 0, scale: int = 1, progress: bool = True
+) -> DemoWorld:
+    """Write `out/dataset/` (replacing an earlier one only once the new one is complete)."""
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    truth: Truth = {}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".dataset-") as tmp:
+        ds = Path(tmp) / "dataset"
+        bar = tqdm(_WRITERS, desc="demo world", disable=not progress, unit="source")
+        for k, (label, writer) in enumerate(bar):
+            bar.set_postfix_str(label)
+            truth.update(writer(ds, np.random.default_rng([seed, k]), scale, _dump))
+        final = out / "dataset"
+        if final.exists():
+            old = Path(tmp) / "old"
+            final.rename(old)
+        ds.rename(final)
+    _dump(
+        out / STAMP,
+        {
+            "seed": seed,
+            "scale": scale,
+            "format": FORMAT_VERSION,
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
+    return DemoWorld(out, seed, scale, truth)
+
+
+def ensure_demo_world(out: str | Path, seed: int = 0, scale: int = 1) -> DemoWorld:
+    """The demo world at `out`, generated only when absent or made with other settings."""
+    out = Path(out)
+    stamp = out / STAMP
+    if stamp.exists() and (out / "dataset").is_dir():
+        meta = load_json(stamp)
+        if (meta.get("seed"), meta.get("scale"), meta.get("format")) == (
+            seed,
+            scale,
+            FORMAT_VERSION,
+        ):
+            return DemoWorld(out, seed, scale)
+    return make_demo_world(out, seed, scale)
+
+
+def remove_demo_world(out: str | Path) -> None:
+    shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,15 @@
+"""Figures for people: overlays, sample grids, statistics. Nothing here displays; all return."""
+
+from .overlay import draw_record, overlay_masks, render_png, sample_grid, target_color
+from .plots import plot_box_sizes, plot_class_frequency, plot_overview
+
+__all__ = [
+    "draw_record",
+    "overlay_masks",
+    "plot_box_sizes",
+    "plot_class_frequency",
+    "plot_overview",
+    "render_png",
+    "sample_grid",
+    "target_color",
+]
