@@ -26,5 +26,6 @@ Truth = dict[str, list[TruthRecord]]
 
 
 def xywh_rows(boxes) -> np.ndarray:
+    """[k, 4] xyxy float32 from xywh lists (computed in float32, as the readers do)."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)

@@ -33,7 +33,7 @@ _WRITERS = (
 
 @dataclass
 class DemoWorld:
-    """A generated world; `truth` (what was drawn, per source) exists only right after generating."""
+    """A generated world; `truth` (what was drawn, per source) is kept only by `make_demo_world`."""
 
     root: Path
     seed: int

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import MissingDataError
+from ..boxes import xywh_to_xyxy
 from ..records import BoxTable, Record
 
 
@@ -80,6 +81,4 @@ def ann_arrays(annotations: list[dict], image_row: dict) -> tuple[np.ndarray, ..
     n = len(annotations)
     rows = np.fromiter((image_row.get(a["image_id"], -1) for a in annotations), np.int64, n)
     cats = np.fromiter((a["category_id"] for a in annotations), np.int64, n)
-    xywh = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(n, 4)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    return rows, cats, xyxy
+    return rows, cats, xywh_to_xyxy([a["bbox"] for a in annotations])

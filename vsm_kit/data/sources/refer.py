@@ -9,6 +9,7 @@ import numpy as np
 
 from ...errors import UnsafePickleError
 from ...jsonio import load_json_shared
+from ..boxes import xywh_to_xyxy
 from ..masks import decode_segmentation
 from ..records import BoxTable, Record, Target, group_rows
 from ._base import Source, require
@@ -89,11 +90,10 @@ class ReferSource(Source):
         for r in self._rows(i):
             _, ann_id, sent = self._sents[r]
             ann = self._anns[ann_id]
-            x, y, bw, bh = ann["bbox"]
             targets.append(
                 Target(
                     sent,
-                    np.array([[x, y, x + bw, y + bh]], dtype=np.float32),
+                    xywh_to_xyxy(ann["bbox"]),
                     ann["category_id"],
                     mask_fn=lambda seg=ann["segmentation"]: decode_segmentation(seg, h, w),
                 )
@@ -115,11 +115,10 @@ class ReferSource(Source):
             seen.setdefault(ann_id, image_id)
         row = {image_id: i for i, image_id in enumerate(self._image_ids)}
         anns = [self._anns[a] for a in seen]
-        xywh = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
         return BoxTable(
             np.array([row[seen[a["id"]]] for a in anns], np.int32),
             np.array([label_of[a["category_id"]] for a in anns], np.int32),
-            np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+            xywh_to_xyxy([a["bbox"] for a in anns]),
             tuple(self._cat_name[c] for c in cat_ids),
         )
 

@@ -1,0 +1,5 @@
+"""ipywidgets panels over vsm_kit; each has methods tests call instead of clicks."""
+
+from .dataset_browser import DatasetBrowser
+
+__all__ = ["DatasetBrowser"]
