@@ -139,3 +139,12 @@ def test_box_tables_cover_records(demo_world):
             continue
         assert len(table) > 0 and table.record.max() < len(src)
         assert table.label.max() < len(table.labels)
+
+
+def test_open_sources_reports_what_cannot_be_read(world_copy):
+    from vsm_kit.data import open_sources
+
+    (world_copy / "MixedGrounding/final_mixed_train.json").write_text('{"images": [')
+    opened, failed = open_sources(world_copy)
+    assert set(failed) == {"goldg_mixed"} and "byte 12" in failed["goldg_mixed"]
+    assert len(opened) == len(SOURCES) - 1

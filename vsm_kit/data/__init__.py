@@ -2,7 +2,7 @@
 
 from .layout import EXPECTED, GROUP_NAMES, LayoutReport, check_layout
 from .records import BoxTable, Record, Target
-from .sources import GROUPS, SOURCES, Source, open_source
+from .sources import GROUPS, SOURCES, Source, open_source, open_sources
 from .stats import STATS_COLUMNS, class_frequency, format_table, source_stats
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "class_frequency",
     "format_table",
     "open_source",
+    "open_sources",
     "source_stats",
 ]

@@ -220,8 +220,13 @@ class LayoutReport:
         return [r for r in self.rows if r.problem]
 
     def __str__(self) -> str:
+        return self.format()
+
+    def format(self, root: str | None = None) -> str:
+        """The report as text; `root` replaces the data folder's path (for stable output)."""
+        root = root or str(self.data_dir)
         width = max(len(r.entry.path) for r in self.rows) + 2
-        lines = [f"Dataset layout under {self.data_dir}", ""]
+        lines = [f"Dataset layout under {root}", ""]
         lines.append(f"{'path':<{width}}{'status':<12}{'count':>10}  used by")
         for r in self.rows:
             count = (
@@ -237,7 +242,7 @@ class LayoutReport:
         if self.problems:
             lines += ["", f"{len(self.problems)} problem(s):"]
             for r in self.problems:
-                lines.append(f"- {r.status}: {self.data_dir / r.entry.path}")
+                lines.append(f"- {r.status}: {root}/{r.entry.path}")
                 for name in r.bad_files[:5]:
                     lines.append(f"    {name}")
                 lines.append(f"    comes from: {r.entry.origin}")

@@ -86,7 +86,8 @@ def _title(record: Record) -> str:
     if record.conversations:
         q = record.conversations[0]["value"].replace("<image>", "").strip()
         a = record.conversations[1]["value"] if len(record.conversations) > 1 else ""
-        head += "\nQ: " + textwrap.shorten(q, 70) + "\nA: " + textwrap.shorten(a, 70)
+        q, a = textwrap.fill(q, 60, max_lines=3), textwrap.fill(a, 60, max_lines=2)
+        head += f"\nQ: {q}\nA: {a}"
     return head
 
 

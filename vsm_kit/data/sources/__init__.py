@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...errors import VsmKitError
 from ._base import Source
 from .cocostuff import CocoStuff
 from .grounding import FlickrEntities, GoldGMixed
@@ -44,4 +45,24 @@ def open_source(name: str, data_dir: str | Path, **options) -> Source:
     return cls(data_dir, **options)
 
 
-__all__ = ["GROUPS", "SOURCES", "Source", "load_refs", "open_source", "parse_paco_name"]
+def open_sources(data_dir: str | Path, names=None) -> tuple[dict[str, Source], dict[str, str]]:
+    """Open every named source (default: all) that can be read; the others map to the reason
+    they cannot (a missing or malformed file), so one absent dataset does not stop the rest."""
+    opened, failed = {}, {}
+    for name in names or SOURCES:
+        try:
+            opened[name] = open_source(name, data_dir)
+        except VsmKitError as err:
+            failed[name] = str(err)
+    return opened, failed
+
+
+__all__ = [
+    "GROUPS",
+    "SOURCES",
+    "Source",
+    "load_refs",
+    "open_source",
+    "open_sources",
+    "parse_paco_name",
+]
