@@ -26,6 +26,21 @@ def _check(args) -> int:
     return 0 if report.ok else 1
 
 
+def _preprocess(args) -> int:
+    from .preprocess import preprocess
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    summary = preprocess(
+        args.data_dir,
+        only=only,
+        force=args.force,
+        compat_original=args.compat_original,
+        check_images=args.check_images,
+    )
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.layout import GROUP_NAMES
 
@@ -49,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify-images", default="20", help="images per folder to decode fully, or 'all'"
     )
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("preprocess", help="build the image→boxes indexes and goldG_train.json")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--only", help="comma-separated steps: coco,objects365,goldg (default: all)")
+    p.add_argument("--force", action="store_true", help="rebuild outputs that are up to date")
+    p.add_argument(
+        "--compat-original",
+        action="store_true",
+        help="GoldG: attach annotations exactly as the original code (see docs)",
+    )
+    p.add_argument(
+        "--check-images",
+        action="store_true",
+        help="Objects365: report annotated images absent on disk",
+    )
+    p.set_defaults(func=_preprocess)
     return parser
 
 

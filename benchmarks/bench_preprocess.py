@@ -1,0 +1,147 @@
+"""Objects365 preprocessing: our streaming step against the original code's whole-file approach.
+
+Generates an Objects365-shaped annotation file (default ~170,000 images, ~2.4 M boxes, ~350 MB),
+runs in separate processes (a) a baseline that `json.load`s the whole file, groups with dicts and
+`json.dump`s, as the original code does, and (b) `vsm_kit`'s step; prints wall time and peak RSS of
+each and the ratios. Then runs our step alone on a file `--grow` times larger to show how its
+memory scales. Usage: .venv/bin/python benchmarks/bench_preprocess.py [--images N] [--grow K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+BASELINE = r"""
+import json, os, sys
+from collections import defaultdict
+ds = sys.argv[1]
+skip = {"patch16/objects365_v2_00908726.jpg", "patch6/objects365_v1_00320532.jpg",
+        "patch6/objects365_v1_00320534.jpg"}
+data = json.load(open(os.path.join(ds, "object365/zhiyuan_objv2_train.json")))
+names = {im["id"]: os.sep.join(im["file_name"].split(os.sep)[2:]) for im in data["images"]}
+out = defaultdict(list)
+for a in data["annotations"]:
+    name = names[a["image_id"]]
+    if name not in skip:
+        out[name].append({"category_id": a["category_id"], "bbox": a["bbox"]})
+json.dump(out, open(os.path.join(ds, "object365/image2bboxes.baseline.json"), "w"))
+"""
+
+OURS = r"""
+import sys
+from pathlib import Path
+from vsm_kit.preprocess import build_objects365_index
+build_objects365_index(Path(sys.argv[1]), progress=False)
+"""
+
+
+def generate(ds: Path, images: int, boxes_per_image: float, seed: int = 0) -> int:
+    """Write object365/zhiyuan_objv2_train.json in the real file's shape; return its size."""
+    rng = np.random.default_rng(seed)
+    path = ds / "object365/zhiyuan_objv2_train.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = rng.poisson(boxes_per_image, images)
+    with open(path, "wb") as f:
+        f.write(b'{"images": [')
+        for lo in range(0, images, 50_000):
+            hi = min(lo + 50_000, images)
+            batch = [
+                {
+                    "height": 512,
+                    "id": i,
+                    "license": 5,
+                    "width": 683,
+                    "file_name": f"images/v1/patch{i % 16}/objects365_v1_{i:08d}.jpg",
+                    "url": "",
+                }
+                for i in range(lo, hi)
+            ]
+            f.write((b", " if lo else b"") + orjson.dumps(batch)[1:-1])
+        f.write(b'], "annotations": [')
+        ann_id, first = 0, True
+        for lo in range(0, images, 20_000):
+            hi = min(lo + 20_000, images)
+            img = np.repeat(np.arange(lo, hi), counts[lo:hi])
+            n = img.size
+            xywh = np.round(rng.uniform(0, 600, (n, 4)), 4).tolist()
+            cats = rng.integers(1, 366, n).tolist()
+            batch = [
+                {
+                    "id": ann_id + k,
+                    "iscrowd": 0,
+                    "isfake": 0,
+                    "area": round(b[2] * b[3], 4),
+                    "isreflected": 0,
+                    "bbox": b,
+                    "image_id": i,
+                    "category_id": c,
+                }
+                for k, (i, b, c) in enumerate(zip(img.tolist(), xywh, cats, strict=True))
+            ]
+            ann_id += n
+            if batch:
+                f.write((b"" if first else b", ") + orjson.dumps(batch)[1:-1])
+                first = False
+        f.write(b'], "categories": [')
+        f.write(orjson.dumps([{"name": f"c{i}", "id": i} for i in range(1, 366)])[1:-1])
+        f.write(b"]}")
+    return path.stat().st_size, int(counts.sum())
+
+
+def run(code: str, ds: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of a fresh Python process running `code`."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ds)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"benchmark process failed with status {status}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=170_000)
+    ap.add_argument("--boxes-per-image", type=float, default=14.0)
+    ap.add_argument("--grow", type=int, default=4, help="size factor of the scaling run (0: skip)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
+        ds = Path(tmp) / "base"
+        size, n_boxes = generate(ds, args.images, args.boxes_per_image)
+        print(f"input: {args.images:,} images, {n_boxes:,} boxes, {size / 2**20:.0f} MB")
+        base_t, base_m = run(BASELINE, ds)
+        ours_t, ours_m = run(OURS, ds)
+        a = orjson.loads((ds / "object365/image2bboxes.json").read_bytes())
+        b = orjson.loads((ds / "object365/image2bboxes.baseline.json").read_bytes())
+        same = a == b
+        del a, b
+        print(f"baseline (json.load + dicts): {base_t:7.2f} s  {base_m:7.0f} MB peak RSS")
+        print(f"vsm_kit (streaming):          {ours_t:7.2f} s  {ours_m:7.0f} MB peak RSS")
+        print(
+            f"speed-up: {base_t / ours_t:.1f}x   memory ratio: {ours_m / base_m:.3f} "
+            f"(1/{base_m / ours_m:.1f})   outputs identical: {same}"
+        )
+        if args.grow:
+            import shutil
+
+            shutil.rmtree(ds)
+            big = Path(tmp) / "big"
+            size, n_boxes = generate(big, args.images * args.grow, args.boxes_per_image, seed=1)
+            t, m = run(OURS, big)
+            print(
+                f"vsm_kit at {args.grow}x ({n_boxes:,} boxes, {size / 2**20:.0f} MB): "
+                f"{t:.2f} s  {m:.0f} MB peak RSS ({m / ours_m:.2f}x the 1x peak)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Writing files so that a crash never leaves a half-written output in place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Yield a file object for a temporary file beside `path`; rename it over `path` only when the
+    block finishes. On any exception the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def is_up_to_date(output: Path, inputs: list[Path]) -> bool:
+    """True when `output` exists and is newer than every input."""
+    if not output.exists():
+        return False
+    newest = max(p.stat().st_mtime_ns for p in inputs)
+    return output.stat().st_mtime_ns > newest

@@ -1,0 +1,100 @@
+"""Objects365 step: `object365/image2bboxes.json` (`patchN/<name>.jpg` → boxes)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from ..data.sources.objects365 import IMAGE_DIR, MISSING_IMAGES, strip_prefix
+from ..errors import VsmKitError
+from ._common import (
+    AnnotationColumns,
+    StepResult,
+    byte_bar,
+    image_columns,
+    lookup,
+    require_inputs,
+    write_box_index,
+)
+from ._stream import stream_arrays
+
+INPUTS = ["object365/zhiyuan_objv2_train.json"]
+OUTPUT = "object365/image2bboxes.json"
+
+
+def _image_groups(ids: list[int], names: list[str]):
+    """(sorted image ids, their name index, names): several ids may share a file name and then
+    share its key, as dict-append would; the known-absent images get -2 (skipped)."""
+    name_idx: dict[str, int] = {}
+    values = np.array([name_idx.setdefault(n, len(name_idx)) for n in names], np.int32)
+    for n in MISSING_IMAGES & name_idx.keys():
+        values[values == name_idx[n]] = -2
+    ids_arr = np.array(ids, np.int64)
+    order = np.argsort(ids_arr, kind="stable")
+    return ids_arr[order], values[order], list(name_idx)
+
+
+def _resolve(sorted_ids: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return lookup(sorted_ids, values, ids).astype(np.int32)
+
+
+def build_objects365_index(
+    data_dir: Path, progress: bool = True, check_images: bool = False
+) -> StepResult:
+    """Group boxes by stripped file name, skipping the three images the release lacks.
+
+    Annotations naming an unknown image id are counted, not fatal; with `check_images`, listed
+    images absent on disk are reported too."""
+    (path,) = require_inputs(data_dir, INPUTS, "objects365")
+    image_ids, image_names = [], []
+    cols = AnnotationColumns()
+    lookup_table = None
+    with byte_bar([path], "objects365", progress) as bar:
+        for batch in stream_arrays(path, ("images", "annotations"), bar.update):
+            if batch.key == "annotations":
+                if cols.resolve is None and image_ids:  # images came first, as released
+                    lookup_table = _image_groups(image_ids, image_names)
+                    cols.resolve = partial(_resolve, *lookup_table[:2])
+                    image_ids.clear()
+                    image_names.clear()
+                cols.add(batch)
+            else:
+                if lookup_table is not None:
+                    raise VsmKitError(f"{path}: the key 'images' appears twice in the object")
+                ids, names = image_columns(batch)
+                image_ids.extend(ids)
+                image_names.extend(map(strip_prefix, names))
+    if lookup_table is None:  # annotations came before images (or there were none)
+        lookup_table = _image_groups(image_ids, image_names)
+    sorted_ids, values, names = lookup_table
+    del image_ids, image_names, lookup_table
+    group = cols.group_by(sorted_ids, values)
+    unknown = int((group == -1).sum())
+    skipped = int((group == -2).sum())
+    group[group < 0] = -1
+    out = data_dir / OUTPUT
+    n_images = write_box_index(out, names, group, cols)
+    result = StepResult(
+        "objects365",
+        out,
+        "built",
+        n_images,
+        int((group >= 0).sum()),
+        skipped=skipped,
+        unknown_image_ids=unknown,
+    )
+    if unknown:
+        result.warnings.append(
+            f"{unknown} annotations name image ids that {path.name} does not list (left out)"
+        )
+    if check_images:
+        root = data_dir / IMAGE_DIR
+        used = np.unique(group[group >= 0])
+        result.missing_images = [names[i] for i in used.tolist() if not (root / names[i]).exists()]
+        if result.missing_images:
+            result.warnings.append(
+                f"{len(result.missing_images)} annotated images are absent from {root}"
+            )
+    return result
