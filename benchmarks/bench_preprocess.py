@@ -10,7 +10,6 @@ memory scales. Usage: .venv/bin/python benchmarks/bench_preprocess.py [--images 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -97,15 +96,26 @@ def generate(ds: Path, images: int, boxes_per_image: float, seed: int = 0) -> in
     return path.stat().st_size, int(counts.sum())
 
 
+# VmHWM is the peak RSS of the process's own address space; rusage's maxrss would also count
+# the pages the child shared with this (large) parent between fork and exec.
+PEAK = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK_KB", line.split()[1])
+"""
+
+
 def run(code: str, ds: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of a fresh Python process running `code`."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(ds)])
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + PEAK, str(ds)], capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"benchmark process failed with status {status}")
-    return wall, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark process failed:\n{proc.stderr}")
+    peak_kb = next(int(x.split()[1]) for x in proc.stdout.splitlines() if x.startswith("PEAK_KB"))
+    return wall, peak_kb / 1024
 
 
 def main() -> None:

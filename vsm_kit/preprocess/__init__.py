@@ -4,6 +4,7 @@ from ._common import StepResult
 from .coco import build_coco_index
 from .goldg import build_goldg
 from .objects365 import build_objects365_index
+from .outputs import open_output
 from .run import STEPS, PreprocessSummary, preprocess
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "build_coco_index",
     "build_goldg",
     "build_objects365_index",
+    "open_output",
     "preprocess",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import re
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.layout import EXPECTED
 from ..errors import MissingDataError, VsmKitError
 from ..fsutil import atomic_write
-from ._stream import Batch
+from ._stream import Batch, trim_heap
 
 GROUPS_PER_WRITE = 2_000  # images serialised per write: bounds memory while writing
 
@@ -119,6 +122,29 @@ class AnnotationColumns:
     def __len__(self) -> int:
         return sum(len(c) for c in self._cats)
 
+    def _add_and_trim(self, batch: Batch) -> None:
+        self.add(batch)
+        if len(self._cats) % 4 == 0:
+            trim_heap()
+
+    @contextlib.contextmanager
+    def in_background(self):
+        """Within the block, `submit(batch)` extracts on a worker thread, in order, while the
+        caller scans the next chunk (numpy releases the GIL, so the two overlap)."""
+        pending: collections.deque = collections.deque()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def submit(batch: Batch) -> None:
+                while len(pending) >= 2:
+                    pending.popleft().result()
+                pending.append(pool.submit(self._add_and_trim, batch))
+
+            try:
+                yield submit
+            finally:
+                while len(pending) >= 2:
+                    pending.popleft().result()
+
     def group_by(self, sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """int32 [N]: `values[k]` for the image id `sorted_ids[k]` of each annotation, -1 where
         the id is unknown. Frees the stored ids batch by batch."""
@@ -126,7 +152,10 @@ class AnnotationColumns:
         while self._ids:
             ids, done = self._ids.pop(0), self._resolved.pop(0)
             groups.append(ids if done else lookup(sorted_ids, values, ids).astype(np.int32))
-        return _cat(groups, np.int32)
+        group = _cat(groups, np.int32)
+        del groups
+        trim_heap()
+        return group
 
     def cats_and_offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """(category ids [N], offsets [N + 1]): box k's text is
@@ -138,6 +167,7 @@ class AnnotationColumns:
             np.concatenate(self._ends, out=offsets[1:])
             offsets[1:] += 1
         self._ends = []
+        trim_heap()
         return cats, offsets
 
 
@@ -188,9 +218,10 @@ def write_box_index(
 ) -> int:
     """Write `{name: [{"category_id", "bbox"}, ...]}` atomically; keys in order of their first
     annotation, boxes in annotation order (as the original tool's dict-append produces), bbox
-    numbers exactly as written in the input. `group[k]` is the name index of annotation k
-    (-1 drops it). Bytes are assembled with vectorised copies, a few thousand images at a time,
-    with no per-box Python objects and no full-size sort. Returns the number of keys written."""
+    numbers exactly as written in the input. `group[k]` (int32) is the name index of annotation
+    k, -1 to drop it; it is overwritten (its memory is reused). Bytes are assembled with
+    vectorised copies, a few thousand images at a time, with no per-box Python objects and no
+    full-size sort. Returns the number of keys written."""
     cats, bbox_offsets = cols.cats_and_offsets()
     # rank names by their first annotation (reversed assignment: the earliest write wins);
     # names without annotations and the drop slot (-1) rank after every used name
@@ -202,9 +233,12 @@ def write_box_index(
     n_keys = int((first[:-1] < n).sum())
     rank = np.empty(len(names) + 1, np.int32)
     rank[by_rank] = np.arange(len(names) + 1, dtype=np.int32)
-    key = rank[group]
+    key = np.take(rank, group, out=group)  # rank of each annotation's name, in place
     del first, rank, group
-    cat_values = np.unique(cats)
+    if cats.size and 0 <= cats.min() and cats.max() < 1 << 20:
+        cat_values = np.flatnonzero(np.bincount(cats)).astype(cats.dtype)
+    else:
+        cat_values = np.unique(cats)
     heads = [b'{"category_id":%d,"bbox":[' % c for c in cat_values.tolist()]
     head_len = np.array([len(h) for h in heads], np.int64)
     head_off = np.cumsum(head_len) - head_len
@@ -214,6 +248,7 @@ def write_box_index(
         f.write(b"{")
         for w0 in range(0, n_keys, WINDOW):
             w1 = min(w0 + WINDOW, n_keys)
+            trim_heap()
             rows = np.flatnonzero((key >= w0) & (key < w1))
             rows = rows[np.argsort(key[rows], kind="stable")]
             bounds = np.searchsorted(key[rows], np.arange(w0, w1 + 1))

@@ -28,7 +28,7 @@ _DELTA[[ord("}"), ord("]")]] = -1
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _KEY_BEFORE = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*$')
 CHUNK = 4 << 20
-TRIM_EVERY = 1  # chunks between returning freed heap memory to the system
+TRIM_EVERY = 4  # chunks between returning freed heap memory to the system
 
 try:  # glibc keeps freed chunk-sized buffers on its heap; trimming keeps RSS near live data
     _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
@@ -36,7 +36,8 @@ except (OSError, AttributeError):
     _malloc_trim = None
 
 
-def _trim() -> None:
+def trim_heap() -> None:
+    """Return freed heap memory to the system (glibc only; a no-op elsewhere)."""
     if _malloc_trim is not None:
         with contextlib.suppress(Exception):
             _malloc_trim(0)
@@ -129,7 +130,7 @@ def stream_arrays(
     with open(path, "rb") as f:
         for n_chunk in itertools.count():
             if n_chunk % TRIM_EVERY == TRIM_EVERY - 1:
-                _trim()
+                trim_heap()
             block = f.read(chunk)
             if on_bytes and block:
                 on_bytes(len(block))

@@ -30,11 +30,11 @@ def build_coco_index(data_dir: Path, progress: bool = True) -> StepResult:
     id_name: dict[int, str] = {}
     id_source: dict[int, Path] = {}
     cols = AnnotationColumns()
-    with byte_bar(inputs, "coco", progress) as bar:
+    with byte_bar(inputs, "coco", progress) as bar, cols.in_background() as submit:
         for path in inputs:
             for batch in stream_arrays(path, ("images", "annotations"), bar.update):
                 if batch.key == "annotations":
-                    cols.add(batch)
+                    submit(batch)
                     continue
                 for image_id, file_name in zip(*image_columns(batch), strict=True):
                     name = id_name.setdefault(image_id, file_name)
@@ -49,8 +49,8 @@ def build_coco_index(data_dir: Path, progress: bool = True) -> StepResult:
     known = np.array(sorted(id_name), np.int64)
     group = cols.group_by(known, np.array([name_idx[id_name[i]] for i in known.tolist()]))
     out = data_dir / OUTPUT
-    n_images = write_box_index(out, names, group, cols)
     unknown = int((group < 0).sum())
+    n_images = write_box_index(out, names, group, cols)  # consumes `group`
     result = StepResult(
         "coco", out, "built", n_images, int(group.size) - unknown, unknown_image_ids=unknown
     )

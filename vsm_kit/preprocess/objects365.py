@@ -51,7 +51,7 @@ def build_objects365_index(
     image_ids, image_names = [], []
     cols = AnnotationColumns()
     lookup_table = None
-    with byte_bar([path], "objects365", progress) as bar:
+    with byte_bar([path], "objects365", progress) as bar, cols.in_background() as submit:
         for batch in stream_arrays(path, ("images", "annotations"), bar.update):
             if batch.key == "annotations":
                 if cols.resolve is None and image_ids:  # images came first, as released
@@ -59,7 +59,7 @@ def build_objects365_index(
                     cols.resolve = partial(_resolve, *lookup_table[:2])
                     image_ids.clear()
                     image_names.clear()
-                cols.add(batch)
+                submit(batch)
             else:
                 if lookup_table is not None:
                     raise VsmKitError(f"{path}: the key 'images' appears twice in the object")
@@ -74,16 +74,13 @@ def build_objects365_index(
     unknown = int((group == -1).sum())
     skipped = int((group == -2).sum())
     group[group < 0] = -1
+    n_boxes = int((group >= 0).sum())
+    used = np.flatnonzero(np.bincount(group[group >= 0], minlength=len(names)))
     out = data_dir / OUTPUT
-    n_images = write_box_index(out, names, group, cols)
+    n_images = write_box_index(out, names, group, cols)  # consumes `group`
+    del group
     result = StepResult(
-        "objects365",
-        out,
-        "built",
-        n_images,
-        int((group >= 0).sum()),
-        skipped=skipped,
-        unknown_image_ids=unknown,
+        "objects365", out, "built", n_images, n_boxes, skipped=skipped, unknown_image_ids=unknown
     )
     if unknown:
         result.warnings.append(
@@ -91,7 +88,6 @@ def build_objects365_index(
         )
     if check_images:
         root = data_dir / IMAGE_DIR
-        used = np.unique(group[group >= 0])
         result.missing_images = [names[i] for i in used.tolist() if not (root / names[i]).exists()]
         if result.missing_images:
             result.warnings.append(

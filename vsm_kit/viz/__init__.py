@@ -1,12 +1,13 @@
 """Figures for people: overlays, sample grids, statistics. Nothing here displays; all return."""
 
 from .overlay import draw_record, overlay_masks, render_png, sample_grid, target_color
-from .plots import plot_box_sizes, plot_class_frequency, plot_overview
+from .plots import plot_box_sizes, plot_boxes_per_record, plot_class_frequency, plot_overview
 
 __all__ = [
     "draw_record",
     "overlay_masks",
     "plot_box_sizes",
+    "plot_boxes_per_record",
     "plot_class_frequency",
     "plot_overview",
     "render_png",

@@ -60,3 +60,16 @@ def plot_box_sizes(tables: dict[str, BoxTable]) -> Figure:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_boxes_per_record(tables: dict[str, BoxTable]) -> Figure:
+    """Histogram of the number of boxes per image (record), one panel per table."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
+    for ax, (name, table) in zip(axes.flat, tables.items(), strict=True):
+        counts = np.bincount(table.record) if len(table) else np.zeros(0, int)
+        counts = counts[counts > 0]
+        ax.hist(counts, bins=np.arange(0, counts.max(initial=1) + 2) - 0.5, color="tab:green")
+        ax.set_title(f"{name}: {len(counts)} images, {len(table)} boxes")
+        ax.set_xlabel("boxes per image")
+    fig.tight_layout()
+    return fig
