@@ -51,3 +51,10 @@ def test_group_selection_limits_the_check(world_copy):
     assert main(["check", str(world_copy), "--datasets", "refer_seg,mixed_grounding"]) == 0
     with pytest.raises(ValueError, match="unknown dataset group"):
         check_layout(world_copy, ["coco"])
+
+
+def test_report_can_leave_out_built_files(demo_world):
+    report = check_layout(demo_world.dataset)
+    full, raw = report.format(root="D"), report.format(root="D", built=False)
+    assert "image2bboxes.json" in full and "image2bboxes.json" not in raw
+    assert "Dataset layout under D" in raw and str(demo_world.dataset) not in raw

@@ -222,20 +222,22 @@ class LayoutReport:
     def __str__(self) -> str:
         return self.format()
 
-    def format(self, root: str | None = None) -> str:
-        """The report as text; `root` replaces the data folder's path (for stable output)."""
+    def format(self, root: str | None = None, built: bool = True) -> str:
+        """The report as text; `root` replaces the data folder's path (for stable output);
+        `built=False` leaves out the files `vsm-kit preprocess` writes."""
         root = root or str(self.data_dir)
-        width = max(len(r.entry.path) for r in self.rows) + 2
+        rows = [r for r in self.rows if built or not r.entry.built]
+        width = max(len(r.entry.path) for r in rows) + 2
         lines = [f"Dataset layout under {root}", ""]
         lines.append(f"{'path':<{width}}{'status':<12}{'count':>10}  used by")
-        for r in self.rows:
+        for r in rows:
             count = (
                 ""
                 if r.count is None
                 else (f"{r.count} files" if r.entry.folder else _size(r.count))
             )
             lines.append(f"{r.entry.path:<{width}}{r.status:<12}{count:>10}  {r.entry.used_by}")
-        pending = [r for r in self.rows if r.status == NOT_BUILT]
+        pending = [r for r in rows if r.status == NOT_BUILT]
         if pending:
             lines += ["", "To build (not a problem): " + ", ".join(r.entry.path for r in pending)]
             lines.append("  run `vsm-kit preprocess --data-dir DATA_DIR`")

@@ -9,6 +9,7 @@ import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -244,8 +245,19 @@ def write_box_index(
     head_off = np.cumsum(head_len) - head_len
     heads_blob = b"".join(heads)
     text = np.frombuffer(cols.bbox_text, np.uint8)
-    with atomic_write(path) as f:
-        f.write(b"{")
+    assemble = partial(
+        _assemble,
+        cats=cats,
+        bbox_offsets=bbox_offsets,
+        text=text,
+        heads_blob=heads_blob,
+        head_len=head_len,
+        head_off=head_off,
+        cat_values=cat_values,
+    )
+
+    def chunks():
+        """(rows, local group starts, keys) of consecutive images, in output order."""
         for w0 in range(0, n_keys, WINDOW):
             w1 = min(w0 + WINDOW, n_keys)
             trim_heap()
@@ -254,24 +266,25 @@ def write_box_index(
             bounds = np.searchsorted(key[rows], np.arange(w0, w1 + 1))
             for g0 in range(w0, w1, GROUPS_PER_WRITE):
                 g1 = min(g0 + GROUPS_PER_WRITE, w1)
-                sub = rows[bounds[g0 - w0] : bounds[g1 - w0]]
-                local_starts = bounds[g0 - w0 : g1 - w0] - bounds[g0 - w0]
                 keys = [orjson.dumps(names[by_rank[r]]) + b":[" for r in range(g0, g1)]
-                out = _assemble(
-                    sub,
-                    local_starts,
-                    keys,
-                    cats,
-                    bbox_offsets,
-                    text,
-                    heads_blob,
-                    head_len,
-                    head_off,
-                    cat_values,
-                )
-                _write_chunk(f, out, first=g0 == 0)
+                lo = bounds[g0 - w0]
+                yield rows[lo : bounds[g1 - w0]], bounds[g0 - w0 : g1 - w0] - lo, keys
+
+    # two threads assemble consecutive chunks (numpy releases the GIL); written in order
+    with atomic_write(path) as f, ThreadPoolExecutor(max_workers=2) as pool:
+        f.write(b"{")
+        pending: collections.deque = collections.deque()
+        first = True
+        for spec in chunks():
+            if len(pending) >= 2:
+                _write_chunk(f, pending.popleft().result(), first)
+                first = False
+            pending.append(pool.submit(assemble, *spec))
+        while pending:
+            _write_chunk(f, pending.popleft().result(), first)
+            first = False
         f.write(b"}")
-    del text
+    del text, assemble
     return n_keys
 
 
