@@ -75,10 +75,24 @@ class BoxTable:
         return len(self.record)
 
 
-def group_rows(keys: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable grouping of row indices by integer key: rows of group g are
-    `order[offsets[g]:offsets[g + 1]]`, in their original order."""
-    keys = np.asarray(keys, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    offsets = np.searchsorted(keys[order], np.arange(n_groups + 1), side="left")
-    return order, offsets
+class Grouping:
+    """Rows (annotations, sentences) grouped by an integer key (their record), stably.
+
+    `rows(g)` lists the row indices of group g in their original order; `owner()` gives each
+    row's group. Built with one argsort, so millions of rows group in well under a second."""
+
+    def __init__(self, keys: np.ndarray, n_groups: int):
+        keys = np.asarray(keys, dtype=np.int64)
+        self._order = np.argsort(keys, kind="stable")
+        self._offsets = np.searchsorted(keys[self._order], np.arange(n_groups + 1), side="left")
+        self._n_rows = keys.size
+
+    def rows(self, g: int) -> np.ndarray:
+        return self._order[self._offsets[g] : self._offsets[g + 1]]
+
+    def owner(self) -> np.ndarray:
+        """int32 [rows]: the group of each row (-1 for rows whose key is outside the groups)."""
+        out = np.full(self._n_rows, -1, np.int32)
+        inside = self._order[self._offsets[0] : self._offsets[-1]]
+        out[inside] = np.repeat(np.arange(len(self._offsets) - 1), np.diff(self._offsets))
+        return out

@@ -11,7 +11,7 @@ import numpy as np
 from ...jsonio import load_json_shared
 from ..classes import cocostuff_classes, cocostuff_ignored
 from ..images import load_label_map
-from ..records import BoxTable, Record, Target, group_rows
+from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, ann_arrays, require
 
 INSTANCES = "coco2017/annotations/instances_train2017.json"
@@ -47,7 +47,7 @@ class CocoStuff(Source):
         rows, cats, xyxy = self._boxes(file_row)
         keep = rows >= 0
         self._cats, self._xyxy, rows = cats[keep], xyxy[keep], rows[keep]
-        self._order, self._offsets = group_rows(rows, len(self._pngs))
+        self._groups = Grouping(rows, len(self._pngs))
         self._lut = ignore_lut()
         self._names = cocostuff_classes()
 
@@ -79,13 +79,10 @@ class CocoStuff(Source):
     def __len__(self) -> int:
         return len(self._pngs)
 
-    def _rows(self, i: int) -> np.ndarray:
-        return self._order[self._offsets[i] : self._offsets[i + 1]]
-
     def _record(self, i: int) -> Record:
         png = self._pngs[i]
         label = self._lut[load_label_map(self.data_dir / LABEL_DIR / png)]
-        rows = self._rows(i)
+        rows = self._groups.rows(i)
         targets = []
         for value in np.unique(label):
             if value == 255:
@@ -115,12 +112,11 @@ class CocoStuff(Source):
         return ok
 
     def _texts(self, i: int) -> list[str]:
-        cats = self._cats[self._rows(i)]
+        cats = self._cats[self._groups.rows(i)]
         return [self._names[c - 1] for c in np.unique(cats[self._usable(cats)])]
 
     def box_table(self) -> BoxTable:
-        record = np.empty(len(self._cats), np.int32)
-        record[self._order] = np.repeat(np.arange(len(self)), np.diff(self._offsets))
+        record = self._groups.owner()
         ok = self._usable(self._cats)
         return BoxTable(
             record[ok], (self._cats[ok] - 1).astype(np.int32), self._xyxy[ok], self._names

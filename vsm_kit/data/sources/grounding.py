@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...jsonio import load_json_shared
-from ..records import BoxTable, Record, Target, group_rows
+from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, ann_arrays
 
 MIXED = "MixedGrounding/final_mixed_train.json"
@@ -41,7 +41,7 @@ class _Grounding(Source):
         keep = np.flatnonzero(rows >= 0)
         self._anns = [self._anns[k] for k in keep]
         self._xyxy = self._xyxy[keep]
-        self._order, self._offsets = group_rows(rows[keep], len(self._images))
+        self._groups = Grouping(rows[keep], len(self._images))
 
     def _source_of(self, im: dict) -> str:
         return im.get("data_source", "flickr")
@@ -49,15 +49,12 @@ class _Grounding(Source):
     def __len__(self) -> int:
         return len(self._images)
 
-    def _rows(self, i: int) -> np.ndarray:
-        return self._order[self._offsets[i] : self._offsets[i + 1]]
-
     def _record(self, i: int) -> Record:
         im = self._images[i]
         caption = im["caption"]
         targets = tuple(
             Target(phrase(caption, self._anns[r]["tokens_positive"]), self._xyxy[r : r + 1])
-            for r in self._rows(i)
+            for r in self._groups.rows(i)
         )
         root = self.data_dir / IMAGE_ROOTS[self._source_of(im)]
         return Record(
@@ -74,12 +71,11 @@ class _Grounding(Source):
     def _texts(self, i: int) -> list[str]:
         caption = self._images[i]["caption"]
         return [caption] + [
-            phrase(caption, self._anns[r]["tokens_positive"]) for r in self._rows(i)
+            phrase(caption, self._anns[r]["tokens_positive"]) for r in self._groups.rows(i)
         ]
 
     def box_table(self) -> BoxTable:
-        record = np.empty(len(self._anns), np.int32)
-        record[self._order] = np.repeat(np.arange(len(self)), np.diff(self._offsets))
+        record = self._groups.owner()
         texts = [
             phrase(self._images[record[k]]["caption"], a["tokens_positive"]).lower()
             for k, a in enumerate(self._anns)

@@ -7,7 +7,7 @@ import numpy as np
 from ...jsonio import load_json_shared
 from ..classes import objects365_classes
 from ..images import image_size
-from ..records import BoxTable, Record, Target, group_rows
+from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, ann_arrays
 
 ANNOTATIONS = "object365/zhiyuan_objv2_train.json"
@@ -65,14 +65,11 @@ class Objects365(Source):
             )
         keep = rows >= 0
         self._cats, self._xyxy = cats[keep], xyxy[keep]
-        self._order, self._offsets = group_rows(rows[keep], len(self._files))
+        self._groups = Grouping(rows[keep], len(self._files))
         self._names = objects365_classes()
 
     def __len__(self) -> int:
         return len(self._files)
-
-    def _rows(self, i: int) -> np.ndarray:
-        return self._order[self._offsets[i] : self._offsets[i + 1]]
 
     def _name(self, cat: int) -> str:
         return self._names[cat] if 0 < cat < len(self._names) else f"category {cat}"
@@ -80,7 +77,7 @@ class Objects365(Source):
     def _record(self, i: int) -> Record:
         path = self.data_dir / IMAGE_DIR / self._files[i]
         h, w = self._sizes[i] if self._sizes else image_size(path)
-        rows = self._rows(i)
+        rows = self._groups.rows(i)
         targets = tuple(
             Target(self._name(cat), self._xyxy[rows[self._cats[rows] == cat]], cat)
             for cat in dict.fromkeys(self._cats[rows].tolist())
@@ -88,11 +85,10 @@ class Objects365(Source):
         return Record(self.name, i, path, h, w, targets, image_id=self._files[i])
 
     def _texts(self, i: int) -> list[str]:
-        return [self._name(c) for c in set(self._cats[self._rows(i)].tolist())]
+        return [self._name(c) for c in set(self._cats[self._groups.rows(i)].tolist())]
 
     def box_table(self) -> BoxTable:
-        record = np.empty(len(self._cats), np.int32)
-        record[self._order] = np.repeat(np.arange(len(self)), np.diff(self._offsets))
+        record = self._groups.owner()
         labels = tuple(
             self._name(c) for c in range(max(len(self._names), self._cats.max(initial=0) + 1))
         )

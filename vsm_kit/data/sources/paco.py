@@ -6,7 +6,7 @@ import numpy as np
 
 from ...jsonio import load_json_shared
 from ..masks import decode_segmentation
-from ..records import BoxTable, Record, Target, group_rows
+from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, ann_arrays
 
 ANNOTATIONS = "vlpart/paco/annotations/paco_lvis_v1_train.json"
@@ -48,7 +48,7 @@ class PacoLvis(Source):
         keep = np.flatnonzero(rows >= 0)  # drop annotations of images the file does not list
         self._anns = [self._anns[k] for k in keep]
         rows, self._cats, self._xyxy = rows[keep], cats[keep], xyxy[keep]
-        self._order, self._offsets = group_rows(rows, len(self._images))
+        self._groups = Grouping(rows, len(self._images))
         cat_ids = sorted(self._cat_name)
         self._labels = tuple(paco_text(self._cat_name[c]) for c in cat_ids)
         self._label_of = {c: k for k, c in enumerate(cat_ids)}
@@ -56,13 +56,10 @@ class PacoLvis(Source):
     def __len__(self) -> int:
         return len(self._images)
 
-    def _rows(self, i: int) -> np.ndarray:
-        return self._order[self._offsets[i] : self._offsets[i + 1]]
-
     def _record(self, i: int) -> Record:
         im = self._images[i]
         h, w = int(im["height"]), int(im["width"])
-        rows = self._rows(i)
+        rows = self._groups.rows(i)
         targets = []
         for cat in dict.fromkeys(self._cats[rows].tolist()):  # first-appearance order
             hit = rows[self._cats[rows] == cat]
@@ -86,11 +83,12 @@ class PacoLvis(Source):
         )
 
     def _texts(self, i: int) -> list[str]:
-        return [paco_text(self._cat_name[c]) for c in set(self._cats[self._rows(i)].tolist())]
+        return [
+            paco_text(self._cat_name[c]) for c in set(self._cats[self._groups.rows(i)].tolist())
+        ]
 
     def box_table(self) -> BoxTable:
-        record = np.empty(len(self._cats), np.int32)
-        record[self._order] = np.repeat(np.arange(len(self)), np.diff(self._offsets))
+        record = self._groups.owner()
         label = np.array([self._label_of[c] for c in self._cats.tolist()], np.int32)
         return BoxTable(record, label, self._xyxy, self._labels)
 

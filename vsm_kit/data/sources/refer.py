@@ -11,7 +11,7 @@ from ...errors import UnsafePickleError
 from ...jsonio import load_json_shared
 from ..boxes import xywh_to_xyxy
 from ..masks import decode_segmentation
-from ..records import BoxTable, Record, Target, group_rows
+from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, require
 
 SPLIT_BY = {"refclef": "unc", "refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
@@ -74,20 +74,17 @@ class ReferSource(Source):
         row = {image_id: i for i, image_id in enumerate(self._image_ids)}
         self._sents = sents
         keys = np.array([row[image_id] for image_id, _, _ in sents], dtype=np.int64)
-        self._order, self._offsets = group_rows(keys, len(self._image_ids))
+        self._groups = Grouping(keys, len(self._image_ids))
         self._image_dir = self.data_dir / IMAGE_DIRS[ds]
 
     def __len__(self) -> int:
         return len(self._image_ids)
 
-    def _rows(self, i: int) -> np.ndarray:
-        return self._order[self._offsets[i] : self._offsets[i + 1]]
-
     def _record(self, i: int) -> Record:
         im = self._images[self._image_ids[i]]
         h, w = int(im["height"]), int(im["width"])
         targets = []
-        for r in self._rows(i):
+        for r in self._groups.rows(i):
             _, ann_id, sent = self._sents[r]
             ann = self._anns[ann_id]
             targets.append(
@@ -103,7 +100,7 @@ class ReferSource(Source):
         )
 
     def _texts(self, i: int) -> list[str]:
-        return [self._sents[r][2] for r in self._rows(i)]
+        return [self._sents[r][2] for r in self._groups.rows(i)]
 
     def box_table(self) -> BoxTable:
         """One box per referred object (not per sentence), labelled with its category."""
