@@ -29,6 +29,9 @@ class LossWeights:
     det_giou: float = 2.0  # also the matcher's GIoU cost
 
 
+DEFAULT_WEIGHTS = LossWeights()
+
+
 def language_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not -100.
 
@@ -58,7 +61,7 @@ def mask_dice(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return 1 - (numerator + DICE_EPS) / (denominator + DICE_EPS)
 
 
-def mask_losses(preds, gts, valids, w: LossWeights = LossWeights()):
+def mask_losses(preds, gts, valids, w: LossWeights = DEFAULT_WEIGHTS):
     """(bce, dice): validity-weighted means over all masks of the batch, weights applied.
 
     preds, gts: per image [n_i, H_i, W_i]; valids: per image [n_i] (0 for sources without masks)."""
@@ -84,7 +87,7 @@ def _zero_like(tensors) -> torch.Tensor:
 
 
 def match(
-    logits: torch.Tensor, boxes: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeights()
+    logits: torch.Tensor, boxes: torch.Tensor, gt: torch.Tensor, w: LossWeights = DEFAULT_WEIGHTS
 ):
     """Hungarian matching of one query's patches to its GT boxes.
 
@@ -110,7 +113,7 @@ def detection_losses(
     pred_boxes,
     gt_boxes,
     valid,
-    w: LossWeights = LossWeights(),
+    w: LossWeights = DEFAULT_WEIGHTS,
     giou_compat_original: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Detection loss terms (unweighted) and their weighted sum `detection_loss`.

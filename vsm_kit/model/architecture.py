@@ -1,0 +1,132 @@
+"""Model sizes: every architecture constant of the VSM in one place, and the named sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class LlamaArch:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ClipArch:
+    """The frozen CLIP vision tower whose patch features LLaVA projects into the LLM."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    image_size: int = 224
+    patch_size: int = 14
+    projection_dim: int = 768
+
+
+@dataclass(frozen=True)
+class OwlViTArch:
+    """OWL-ViT's vision tower (detection features) and the text width its class head matches."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    image_size: int = 768
+    patch_size: int = 16
+    text_hidden_size: int = 512  # = the det [LOC] projection's output width ("out_dim")
+    text_layers: int = 12
+    text_heads: int = 8
+    text_intermediate: int = 2048
+    projection_dim: int = 512
+
+
+@dataclass(frozen=True)
+class SamArch:
+    """SAM-style prompt encoder and mask decoder (randomly initialised in the VSM)."""
+
+    embed_dim: int = 256
+    depth: int = 2
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    mask_in_chans: int = 16
+
+
+@dataclass(frozen=True)
+class VSMArch:
+    llama: LlamaArch
+    clip: ClipArch
+    owlvit: OwlViTArch
+    sam: SamArch = field(default_factory=SamArch)
+    mm_vision_select_layer: int = -2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VSMArch:
+        return cls(
+            llama=LlamaArch(**d["llama"]),
+            clip=ClipArch(**d["clip"]),
+            owlvit=OwlViTArch(**d["owlvit"]),
+            sam=SamArch(**d["sam"]),
+            mm_vision_select_layer=d.get("mm_vision_select_layer", -2),
+        )
+
+
+def vsm_7b() -> VSMArch:
+    """The published VSM: LLaVA-Lightning-7B (LLaMA-7B), CLIP ViT-L/14 224, OWL-ViT B/16."""
+    return VSMArch(
+        llama=LlamaArch(
+            hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008
+        ),
+        clip=ClipArch(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+        ),
+        owlvit=OwlViTArch(
+            hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+        ),
+    )
+
+
+def vsm_tiny() -> VSMArch:
+    """A few-layer model with the same structure, for tests and the CPU demo: real image sizes
+    (224 CLIP, 768 OWL-ViT → 16×16 and 48×48 patches), small widths."""
+    return VSMArch(
+        llama=LlamaArch(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=1024,
+        ),
+        clip=ClipArch(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            projection_dim=32,
+        ),
+        owlvit=OwlViTArch(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            text_hidden_size=24,
+            text_layers=1,
+            text_heads=2,
+            text_intermediate=48,
+            projection_dim=24,
+        ),
+        sam=SamArch(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, mask_in_chans=4),
+    )
+
+
+SIZES = {"7b": vsm_7b, "tiny": vsm_tiny}
