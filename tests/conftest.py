@@ -29,3 +29,12 @@ def world_copy(demo_world, tmp_path):
     dst = tmp_path / "dataset"
     shutil.copytree(demo_world.dataset, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_vsm(demo_world):
+    """(model, tokenizer, special ids) loaded from the demo world's tiny VSM (original layout)."""
+    from vsm_kit.model.architecture import vsm_tiny
+    from vsm_kit.model.weights import load_vsm
+
+    return load_vsm(demo_world.weights / "vsm-tiny", arch=vsm_tiny())

@@ -51,13 +51,17 @@ def test_tree_has_every_release_folder(demo_world):
 def test_same_seed_same_bytes_other_seed_differs(demo_world, tmp_path):
     again = make_demo_world(tmp_path / "a", seed=0, progress=False)
     assert _digest(again.dataset) == _digest(demo_world.dataset)
+    assert _digest(again.weights) == _digest(demo_world.weights)
     other = make_demo_world(tmp_path / "b", seed=1, progress=False)
     assert _digest(other.dataset) != _digest(demo_world.dataset)
 
 
 def test_default_size_and_scale(demo_world, tmp_path):
-    size = sum(p.stat().st_size for p in demo_world.dataset.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in demo_world.root.rglob("*") if p.is_file())
     assert size < 30 * 2**20
+    for name in ("llava-tiny", "clip-tiny", "owlvit-tiny", "vsm-tiny"):
+        assert (demo_world.weights / name / "config.json").exists()
+    assert (demo_world.weights / "llava-tiny/tokenizer.model").exists()
     big = make_demo_world(tmp_path / "big", seed=0, scale=2, progress=False)
     assert len(big.truth["cocostuff"]) == 2 * len(demo_world.truth["cocostuff"])
 

@@ -13,13 +13,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..jsonio import dump_json_bytes, load_json
+from ..model.architecture import vsm_tiny
 from ._coco import write_coco_family
 from ._grounding import write_grounding
 from ._objects365 import write_objects365
 from ._refer import write_refer
 from ._truth import Truth
+from ._weights import write_weights
 
-FORMAT_VERSION = 1  # bump when the generator's output changes
+FORMAT_VERSION = 2  # bump when the generator's output changes
 STAMP = "demo_world.json"
 
 # each writer gets its own random stream, so changing one source leaves the others identical
@@ -44,6 +46,10 @@ class DemoWorld:
     def dataset(self) -> Path:
         return self.root / "dataset"
 
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights"
+
 
 def _dump(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +59,8 @@ def _dump(path: Path, obj) -> None:
 def make_demo_world(
     out: str | Path, seed: int = 0, scale: int = 1, progress: bool = True
 ) -> DemoWorld:
-    """Write `out/dataset/` (replacing an earlier one only once the new one is complete)."""
+    """Write `out/dataset/` (the data tree) and `out/weights/` (tiny base weights and a tiny VSM),
+    replacing an earlier world only once the new one is complete."""
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     out = Path(out)
@@ -66,11 +73,13 @@ def make_demo_world(
         for k, (label, writer) in enumerate(bar):
             bar.set_postfix_str(label)
             truth.update(writer(ds, np.random.default_rng([seed, k]), scale, _dump))
-        final = out / "dataset"
-        if final.exists():
-            old = Path(tmp) / "old"
-            final.rename(old)
-        ds.rename(final)
+        bar.set_postfix_str("tiny weights")
+        write_weights(Path(tmp) / "weights", vsm_tiny())
+        for name in ("dataset", "weights"):  # replace the previous world only when complete
+            final = out / name
+            if final.exists():
+                final.rename(Path(tmp) / f"old-{name}")
+            (Path(tmp) / name).rename(final)
     _dump(
         out / STAMP,
         {
@@ -87,7 +96,7 @@ def ensure_demo_world(out: str | Path, seed: int = 0, scale: int = 1) -> DemoWor
     """The demo world at `out`, generated only when absent or made with other settings."""
     out = Path(out)
     stamp = out / STAMP
-    if stamp.exists() and (out / "dataset").is_dir():
+    if stamp.exists() and (out / "dataset").is_dir() and (out / "weights").is_dir():
         meta = load_json(stamp)
         if (meta.get("seed"), meta.get("scale"), meta.get("format")) == (
             seed,

@@ -1,0 +1,180 @@
+"""Tiny base weights in the real on-disk formats: a LLaVA-format LLaMA base with its
+SentencePiece tokenizer, a CLIP vision tower folder and an OWL-ViT folder, all loaded by the same
+code as the real weights. Randomly initialised under a fixed seed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from safetensors.torch import save_file
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionModel,
+    OwlViTForObjectDetection,
+    OwlViTImageProcessor,
+)
+
+from ..data.classes import cocostuff_classes, objects365_classes
+from ..model.architecture import VSMArch
+from ..model.heads import owlvit_config
+from ..model.tokenizer import IM_END, IM_PATCH, IM_START, TOKENIZER_CONFIG, save_tokenizer
+from ..model.vsm import clip_config, llama_config
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+VOCAB = 1000  # SentencePiece pieces; the markers <im_patch>, <im_start>, <im_end> follow
+
+
+def _corpus() -> str:
+    lines = [
+        "A chat between a curious human and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the human's questions.",
+        "USER: Please locate the object in this image. ASSISTANT: Sure, it is here.",
+        "According to the common sense knowledge and possible visual cues, what is the most "
+        "likely location of the target in the image? It is most likely to appear on the table.",
+        "What objects can you see in this image? I can see a red cup and an orange box.",
+    ]
+    lines += list(cocostuff_classes()) + list(objects365_classes())
+    lines += [
+        "red green blue yellow orange purple white black brown pink left right middle",
+        "the one next to that is on of and a an 0123456789 .,:;!?'\"()[]/-_",
+    ]
+    return "\n".join(lines * 3)
+
+
+def write_tokenizer(folder: Path) -> int:
+    """A BPE SentencePiece model trained offline, saved as LLaVA-Lightning ships its tokenizer
+    (tokenizer.model, tokenizer_config.json, special_tokens_map.json, added_tokens.json with the
+    three image markers). Returns the vocabulary size including the markers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()  # trained from memory: no file paths end up in the model's proto
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus().splitlines()),
+        model_writer=model,
+        vocab_size=VOCAB,
+        model_type="bpe",
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2)
+    )
+    markers = {IM_PATCH: VOCAB, IM_START: VOCAB + 1, IM_END: VOCAB + 2}
+    (folder / "added_tokens.json").write_text(json.dumps(markers, indent=2))
+    return VOCAB + 3
+
+
+def write_clip(folder: Path, arch: VSMArch) -> None:
+    torch.manual_seed(1)
+    CLIPVisionModel(clip_config(arch.clip)).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": arch.clip.image_size},
+        crop_size={"height": arch.clip.image_size, "width": arch.clip.image_size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    ).save_pretrained(folder)
+
+
+def write_owlvit(folder: Path, arch: VSMArch) -> None:
+    torch.manual_seed(2)
+    OwlViTForObjectDetection(owlvit_config(arch.owlvit)).save_pretrained(folder)
+    s = arch.owlvit.image_size
+    OwlViTImageProcessor(
+        size={"height": s, "width": s},
+        crop_size={"height": s, "width": s},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    ).save_pretrained(folder)
+
+
+def write_llava_base(folder: Path, arch: VSMArch, clip_folder: str) -> None:
+    """LLaMA + `model.mm_projector`, with a LLaVA v1 `config.json` (model_type "llava")."""
+    from transformers import LlamaForCausalLM
+
+    vocab = write_tokenizer(folder)
+    torch.manual_seed(3)
+    lm = LlamaForCausalLM(llama_config(arch, vocab))
+    state = {k: v.contiguous() for k, v in lm.state_dict().items()}
+    proj = torch.nn.Linear(arch.clip.hidden_size, arch.llama.hidden_size)
+    state["model.mm_projector.weight"] = proj.weight.detach().contiguous()
+    state["model.mm_projector.bias"] = proj.bias.detach().contiguous()
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    config = lm.config.to_dict()
+    config.update(
+        {
+            "model_type": "llava",
+            "architectures": ["LlavaLlamaForCausalLM"],
+            "mm_hidden_size": arch.clip.hidden_size,
+            "mm_vision_select_layer": arch.mm_vision_select_layer,
+            "mm_vision_select_feature": "patch",
+            "mm_vision_tower": clip_folder,
+            "mm_use_im_start_end": True,
+            "mm_use_im_patch_token": False,
+            "tune_mm_mlp_adapter": False,
+            "use_mm_proj": True,
+            "use_cache": False,
+        }
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def write_vsm_original_layout(
+    folder: Path, base: Path, clip: Path, owlvit: Path, arch: VSMArch
+) -> None:
+    """A tiny VSM (random heads) saved as the original merge script wrote the published model:
+    prefix-free keys, `rotary_emb.inv_freq` buffers included, two shards with an index, the
+    original config fields only (no architecture block), tokenizer with [LOC]. The fixture for
+    loading that layout."""
+    from ..model.weights import init_vsm_from_base, original_config
+
+    torch.manual_seed(4)
+    model, tokenizer, _ = init_vsm_from_base(base, clip, owlvit, arch)
+    state = {
+        k: v.contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith("model.vision_tower.")
+    }
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    for i in range(model.config.num_hidden_layers):
+        state[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    half = len(keys) // 2
+    weight_map = {}
+    for n, part in enumerate((keys[:half], keys[half:]), 1):
+        name = f"model-{n:05d}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
+    )
+    config = original_config(model, "../clip-tiny")
+    config.pop("vsm_arch")
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    save_tokenizer(tokenizer, folder)
+
+
+def write_weights(root: Path, arch: VSMArch) -> None:
+    """`root/{llava-tiny, clip-tiny, owlvit-tiny, vsm-tiny}`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    write_clip(root / "clip-tiny", arch)
+    write_owlvit(root / "owlvit-tiny", arch)
+    write_llava_base(root / "llava-tiny", arch, "../clip-tiny")
+    write_vsm_original_layout(
+        root / "vsm-tiny", root / "llava-tiny", root / "clip-tiny", root / "owlvit-tiny", arch
+    )
