@@ -41,6 +41,18 @@ def _preprocess(args) -> int:
     return 0
 
 
+def _apply_delta(args) -> int:
+    from .model.delta import apply_delta
+
+    r = apply_delta(args.base, args.delta, args.out)
+    print(
+        f"wrote {r.out}: {r.added} tensors summed, {len(r.grown)} grown "
+        f"({', '.join(r.grown) or '-'}), {len(r.kept_whole)} kept from the delta, "
+        f"{len(r.base_only)} base-only tensors left out"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.layout import GROUP_NAMES
 
@@ -80,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Objects365: report annotated images absent on disk",
     )
     p.set_defaults(func=_preprocess)
+
+    p = sub.add_parser("apply-delta", help="rebuild LLaVA weights from a LLaMA base + delta")
+    p.add_argument("--base", required=True, help="LLaMA base folder")
+    p.add_argument("--delta", required=True, help="LLaVA delta folder")
+    p.add_argument("--out", required=True, help="output folder (safetensors)")
+    p.set_defaults(func=_apply_delta)
     return parser
 
 

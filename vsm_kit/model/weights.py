@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, OwlViTConfig
 
 from ..errors import MissingDataError, VsmKitError
@@ -36,29 +37,53 @@ class WeightsError(VsmKitError):
     """A checkpoint does not fit the model: the message lists the keys."""
 
 
+class TensorStore:
+    """Lazy access to the tensors of a Hugging Face style folder: safetensors or `.bin`, sharded
+    or not. Tensors are read one at a time (safetensors) or memory-mapped (`.bin`, loaded with
+    `weights_only=True`), so whole models need not sit in memory."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._where: dict[str, str] = {}
+        self._open: dict[str, object] = {}
+        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+            index = self.folder / index_name
+            if index.exists():
+                self._where = json.loads(index.read_text())["weight_map"]
+                return
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (self.folder / name).exists():
+                self._where = dict.fromkeys(self._handle(name).keys(), name)
+                return
+        raise MissingDataError(
+            self.folder / "model.safetensors",
+            "model weights",
+            "point at a folder holding model.safetensors or pytorch_model*.bin",
+        )
+
+    def _handle(self, name: str):
+        if name not in self._open:
+            path = str(self.folder / name)
+            self._open[name] = (
+                safe_open(path, "pt") if name.endswith(".safetensors") else _load_bin(path)
+            )
+        return self._open[name]
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def get(self, key: str) -> torch.Tensor:
+        handle = self._handle(self._where[key])
+        return handle.get_tensor(key) if hasattr(handle, "get_tensor") else handle[key]
+
+
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face style folder (safetensors or .bin, sharded or not)."""
-    folder = Path(folder)
-    for index_name, reader in (
-        ("model.safetensors.index.json", load_file),
-        ("pytorch_model.bin.index.json", _load_bin),
-    ):
-        index = folder / index_name
-        if index.exists():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state = {}
-            for name in files:
-                state.update(reader(str(folder / name)))
-            return state
-    if (folder / "model.safetensors").exists():
-        return load_file(str(folder / "model.safetensors"))
-    if (folder / "pytorch_model.bin").exists():
-        return _load_bin(str(folder / "pytorch_model.bin"))
-    raise MissingDataError(
-        folder / "model.safetensors",
-        "model weights",
-        "point at a folder holding model.safetensors or pytorch_model*.bin",
-    )
+    store = TensorStore(folder)
+    return {k: store.get(k) for k in store.keys()}
 
 
 def _load_bin(path: str) -> dict[str, torch.Tensor]:
