@@ -53,6 +53,30 @@ def _apply_delta(args) -> int:
     return 0
 
 
+def _detect(args) -> int:
+    import json
+
+    from .data.images import load_rgb
+    from .model.predictor import VSMPredictor
+
+    predictor = VSMPredictor.from_pretrained(
+        args.model, clip=args.clip, owlvit=args.owlvit, device=args.device
+    )
+    predictor.set_image(load_rgb(args.image))
+    det = predictor.detect(args.target)
+    rows = [
+        {"box_xyxy": [round(float(v), 1) for v in b], "score": round(float(s), 4)}
+        for b, s in zip(det.boxes_xyxy[: args.top], det.scores[: args.top], strict=True)
+    ]
+    if args.json:
+        print(json.dumps({"image": str(args.image), "target": args.target, "detections": rows}))
+    else:
+        for r in rows:
+            x0, y0, x1, y1 = r["box_xyxy"]
+            print(f"{r['score']:.4f}  {x0:8.1f} {y0:8.1f} {x1:8.1f} {y1:8.1f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.layout import GROUP_NAMES
 
@@ -98,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", required=True, help="LLaVA delta folder")
     p.add_argument("--out", required=True, help="output folder (safetensors)")
     p.set_defaults(func=_apply_delta)
+
+    p = sub.add_parser("detect", help="boxes (pixel xyxy) and scores of a target in an image")
+    p.add_argument("--model", required=True, help="merged VSM folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--target", required=True, help="what to find, e.g. 'red cup'")
+    p.add_argument("--top", type=int, default=5, help="how many boxes to print")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--clip", help="CLIP vision tower folder (default: from the model config)")
+    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    p.set_defaults(func=_detect)
     return parser
 
 

@@ -32,7 +32,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """Decode `path` to uint8 [H, W, 3]. Grayscale is expanded; EXIF orientation is NOT applied
     because COCO-style annotations use the stored pixel grid."""
     with _open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def load_label_map(path: str | Path) -> np.ndarray:

@@ -47,7 +47,8 @@ class OwlViTArch:
 
 @dataclass(frozen=True)
 class SamArch:
-    """SAM-style prompt encoder and mask decoder (randomly initialised in the VSM)."""
+    """SAM-style prompt encoder and mask decoder (randomly initialised in the VSM). Heads are
+    32 wide in every size, so a checkpoint's head count follows from its width."""
 
     embed_dim: int = 256
     depth: int = 2
@@ -125,7 +126,7 @@ def vsm_tiny() -> VSMArch:
             text_intermediate=48,
             projection_dim=24,
         ),
-        sam=SamArch(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, mask_in_chans=4),
+        sam=SamArch(embed_dim=32, depth=2, num_heads=1, mlp_dim=64, mask_in_chans=4),
     )
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, OwlViTConfig
 
 from ..errors import MissingDataError, VsmKitError
-from .architecture import ClipArch, LlamaArch, OwlViTArch, VSMArch, vsm_7b
+from .architecture import ClipArch, LlamaArch, OwlViTArch, SamArch, VSMArch, vsm_7b
 from .heads import OwlViTParts
 from .tokenizer import load_tokenizer, save_tokenizer
 from .vsm import VSMForCausalLM, llama_config
@@ -113,7 +113,31 @@ def resolve_local(name_or_path: str | None, base: Path, what: str) -> Path:
     )
 
 
-def _arch_from(config: dict, clip: Path, owlvit: Path | None) -> VSMArch:
+def _sam_arch(store: TensorStore) -> SamArch:
+    """The mask head's sizes from the checkpoint's shapes (the original config has none)."""
+    dim = store.get("model.mask_decoder.iou_token.weight").shape[1]
+    layers = {
+        k.split(".")[4]
+        for k in store.keys()
+        if k.startswith("model.mask_decoder.transformer.layers.")
+    }
+    iou_layers = {
+        k.split(".")[4]
+        for k in store.keys()
+        if k.startswith("model.mask_decoder.iou_prediction_head.layers.")
+    }
+    return SamArch(
+        embed_dim=dim,
+        depth=len(layers),
+        num_heads=max(1, dim // 32),
+        mlp_dim=store.get("model.mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0],
+        num_multimask_outputs=store.get("model.mask_decoder.mask_tokens.weight").shape[0] - 1,
+        iou_head_depth=len(iou_layers),
+        mask_in_chans=store.get("model.prompt_encoder.mask_downscaling.3.weight").shape[0],
+    )
+
+
+def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore) -> VSMArch:
     if "vsm_arch" in config:
         return VSMArch.from_dict(config["vsm_arch"])
     c = CLIPVisionConfig.from_pretrained(str(clip))
@@ -222,11 +246,14 @@ def load_vsm(
         folder,
         "CLIP vision tower",
     )
-    arch = arch or _arch_from(config, clip_dir, Path(owlvit) if owlvit else None)
+    store = TensorStore(folder)
+    arch = arch or _arch_from(config, clip_dir, Path(owlvit) if owlvit else None, store)
     tokenizer, ids = load_tokenizer(folder, config.get("model_max_length", 512))
     cfg = llama_config(arch, config["vocab_size"], loc_token_idx=ids.loc)
     model = VSMForCausalLM(cfg, arch, clip=CLIPVisionModel.from_pretrained(str(clip_dir)))
-    check_and_load(model, read_state_dict(folder), allow_missing=("model.vision_tower.",))
+    check_and_load(
+        model, {k: store.get(k) for k in store.keys()}, allow_missing=("model.vision_tower.",)
+    )
     model.loc_token_idx = ids.loc
     return model.to(device=device, dtype=dtype).eval(), tokenizer, ids
 
@@ -320,7 +347,7 @@ def init_vsm_from_base(
     Returns (model, tokenizer, special ids)."""
     base = Path(base)
     config = read_config(base)
-    arch = arch or _arch_from(config, Path(clip), Path(owlvit))
+    arch = arch or _arch_from(config, Path(clip), Path(owlvit), TensorStore(base))
     tokenizer, ids = load_tokenizer(base, config.get("model_max_length", 512))
     cfg = llama_config(arch, config["vocab_size"], loc_token_idx=ids.loc)
     model = VSMForCausalLM(

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vsm_kit.cli import main
+from vsm_kit.data import open_source
+from vsm_kit.model.predictor import VSMPredictor
+
+
+@pytest.fixture(scope="module")
+def predictor_and_record(tiny_vsm, demo_world):
+    rec = open_source("cocostuff", demo_world.dataset)[0]
+    p = VSMPredictor(*tiny_vsm)
+    p.set_image(rec.load_image())
+    return p, rec
+
+
+def test_detect_gives_pixel_boxes_sorted_by_score(predictor_and_record):
+    p, rec = predictor_and_record
+    det = p.detect("car")
+    assert det.boxes_xyxy.shape == (2304, 4) and det.scores.shape == (2304,)
+    assert np.all(np.diff(det.scores) <= 0) and 0 <= det.scores.min() <= det.scores.max() <= 1
+    centers = (det.boxes_xyxy[:, :2] + det.boxes_xyxy[:, 2:]) / 2
+    assert centers[:, 0].max() <= rec.width + 1e-3 and centers[:, 1].max() <= rec.height + 1e-3
+    again = p.detect("car")  # cached features: same answer
+    assert np.array_equal(again.boxes_xyxy, det.boxes_xyxy)
+    assert not np.array_equal(p.detect("grass").scores, det.scores)
+
+
+def test_segment_and_answer(predictor_and_record):
+    p, rec = predictor_and_record
+    mask = p.segment("car")
+    assert mask.shape == (rec.height, rec.width) and np.isfinite(mask).all()
+    text = p.answer("What is in the image?", max_new_tokens=8)
+    assert isinstance(text, str) and text == p.answer("What is in the image?", max_new_tokens=8)
+
+
+def test_bf16_and_missing_image(tiny_vsm, predictor_and_record):
+    model, tok, ids = tiny_vsm
+    _, rec = predictor_and_record
+    fresh = VSMPredictor(model, tok, ids)
+    with pytest.raises(RuntimeError, match="set_image"):
+        fresh.detect("car")
+    bf16 = VSMPredictor(model.to(torch.bfloat16), tok, ids)
+    try:
+        bf16.set_image(rec.load_image())
+        assert np.isfinite(bf16.detect("car").scores).all()
+    finally:
+        model.to(torch.float32)
+
+
+def test_cli_detect_json(demo_world, capsys):
+    rec = open_source("cocostuff", demo_world.dataset)[0]
+    w = demo_world.weights
+    assert (
+        main(
+            [
+                "detect",
+                "--model",
+                str(w / "vsm-tiny"),
+                "--image",
+                str(rec.image_path),
+                "--target",
+                "car",
+                "--json",
+                "--top",
+                "3",
+                "--owlvit",
+                str(w / "owlvit-tiny"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["target"] == "car" and len(out["detections"]) == 3
+    assert len(out["detections"][0]["box_xyxy"]) == 4
