@@ -182,8 +182,13 @@ def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore
             f"config out_dim {out_dim} does not match OWL-ViT's text width "
             f"{owl_arch.text_hidden_size}"
         )
+    sam = _sam_arch(store) if "model.mask_decoder.iou_token.weight" in store else SamArch()
     return VSMArch(
-        llama, clip_arch, owl_arch, mm_vision_select_layer=config.get("mm_vision_select_layer", -2)
+        llama,
+        clip_arch,
+        owl_arch,
+        sam,
+        mm_vision_select_layer=config.get("mm_vision_select_layer", -2),
     )
 
 
