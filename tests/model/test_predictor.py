@@ -37,18 +37,17 @@ def test_segment_and_answer(predictor_and_record):
     assert isinstance(text, str) and text == p.answer("What is in the image?", max_new_tokens=8)
 
 
-def test_bf16_and_missing_image(tiny_vsm, predictor_and_record):
-    model, tok, ids = tiny_vsm
+def test_bf16_and_missing_image(tiny_vsm, predictor_and_record, demo_world):
     _, rec = predictor_and_record
-    fresh = VSMPredictor(model, tok, ids)
     with pytest.raises(RuntimeError, match="set_image"):
-        fresh.detect("car")
-    bf16 = VSMPredictor(model.to(torch.bfloat16), tok, ids)
-    try:
-        bf16.set_image(rec.load_image())
-        assert np.isfinite(bf16.detect("car").scores).all()
-    finally:
-        model.to(torch.float32)
+        VSMPredictor(*tiny_vsm).detect("car")
+    w = demo_world.weights
+    bf16 = VSMPredictor.from_pretrained(
+        w / "vsm-tiny", owlvit=w / "owlvit-tiny", device="cpu", dtype=torch.bfloat16
+    )
+    assert bf16.dtype == torch.bfloat16
+    bf16.set_image(rec.load_image())
+    assert np.isfinite(bf16.detect("car").scores).all()
 
 
 def test_cli_detect_json(demo_world, capsys):
