@@ -88,8 +88,19 @@ def write_clip(folder: Path, arch: VSMArch) -> None:
 
 
 def write_owlvit(folder: Path, arch: VSMArch) -> None:
+    """A tiny detector that starts where a pretrained one does: box offsets near zero (boxes sit
+    on their patches) and class logits near a low prior, instead of the saturated outputs that
+    random heads give."""
     torch.manual_seed(2)
-    OwlViTForObjectDetection(owlvit_config(arch.owlvit)).save_pretrained(folder)
+    detector = OwlViTForObjectDetection(owlvit_config(arch.owlvit))
+    with torch.no_grad():
+        detector.box_head.dense2.weight.normal_(0.0, 1e-3)
+        detector.box_head.dense2.bias.zero_()
+        for layer in (detector.class_head.logit_shift, detector.class_head.logit_scale):
+            layer.weight.normal_(0.0, 1e-3)
+            layer.bias.zero_()
+        detector.class_head.logit_shift.bias.fill_(-4.0)  # prior probability about 2%
+    detector.save_pretrained(folder)
     s = arch.owlvit.image_size
     OwlViTImageProcessor(
         size={"height": s, "width": s},

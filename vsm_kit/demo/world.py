@@ -21,7 +21,7 @@ from ._refer import write_refer
 from ._truth import Truth
 from ._weights import write_weights
 
-FORMAT_VERSION = 3  # bump when the generator's output changes
+FORMAT_VERSION = 4  # bump when the generator's output changes
 STAMP = "demo_world.json"
 
 # each writer gets its own random stream, so changing one source leaves the others identical
