@@ -80,10 +80,14 @@ def _detect(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .data.layout import GROUP_NAMES
 
-    parser = argparse.ArgumentParser(prog="vsm-kit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vsm-kit",
+        description="Toolkit for the V* visual search model: data, preprocessing, weights, "
+        "detection. Each command's --help lists its options.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo-world", help="write the embedded demo data tree")
+    p = sub.add_parser("demo-world", help="write the demo data tree and tiny weights")
     p.add_argument("--out", required=True, help="folder; the data tree goes to OUT/dataset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=1, help="multiplies the number of images")
