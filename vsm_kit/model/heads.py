@@ -53,15 +53,6 @@ class OwlViTParts(nn.Module):
         """Pretrained detector weights from a local OWL-ViT folder (training initialisation)."""
         return cls(OwlViTForObjectDetection.from_pretrained(path))
 
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] → [B, g, g, C]: last hidden state → post-LN → patches × CLS → LN."""
-        hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
-        hidden = self.vision_model.post_layernorm(hidden)
-        patches = hidden[:, 1:] * hidden[:, :1]
-        patches = self.layer_norm(patches)
-        g = int(patches.shape[1] ** 0.5)
-        return patches.reshape(patches.shape[0], g, g, -1)
-
     def detect(self, feature_map: torch.Tensor, queries: torch.Tensor):
         """One image's feature map [1, g, g, C] against Q queries [Q, D] →
         (logits [Q, g·g, 1], boxes [Q, g·g, 4] in cxcywh_norm)."""

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import box_convert
 
 from .conversation import render, tokenize_with_image
@@ -125,9 +124,3 @@ class VSMPredictor:
         )[0].tolist()
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         return " ".join(text.replace("\n", " ").split())
-
-
-def upsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(mask[None, None].float(), size=size, mode="bilinear", align_corners=False)[
-        0, 0
-    ]
