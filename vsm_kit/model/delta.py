@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..errors import VsmKitError
+from ..fsutil import atomic_dir
 from .weights import TensorStore
 
 KEPT_WHOLE = ("model.mm_projector.weight", "model.mm_projector.bias")
@@ -43,10 +43,8 @@ def apply_delta(
     stored in the delta's dtype."""
     base_store, delta_store = TensorStore(Path(base)), TensorStore(Path(delta))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     report = DeltaReport(out)
-    try:
+    with atomic_dir(out) as tmp:
         shard: dict[str, torch.Tensor] = {}
         size, weight_map, names = 0, {}, []
 
@@ -103,14 +101,4 @@ def apply_delta(
         for p in Path(delta).iterdir():  # config, tokenizer and generation files
             if p.is_file() and not p.name.endswith(WEIGHT_FILES):
                 shutil.copy2(p, tmp / p.name)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report

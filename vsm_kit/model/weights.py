@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, OwlViTConfig
 
 from ..errors import MissingDataError, VsmKitError
+from ..fsutil import atomic_dir
 from .architecture import ClipArch, LlamaArch, OwlViTArch, SamArch, VSMArch, vsm_7b
 from .heads import OwlViTParts
 from .tokenizer import load_tokenizer, save_tokenizer
@@ -297,9 +296,7 @@ def save_vsm(
     """Save weights (safetensors, without the CLIP tower), config and tokenizer into `out`,
     written in a temporary folder beside it and renamed into place at the end."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         state = {
             k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous()
             for k, v in model.state_dict().items()
@@ -308,16 +305,6 @@ def save_vsm(
         _save_sharded(state, tmp)
         (tmp / "config.json").write_text(json.dumps(original_config(model, clip_name), indent=2))
         save_tokenizer(tokenizer, tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
