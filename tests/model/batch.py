@@ -3,16 +3,11 @@ collate exists): two images, three [LOC] queries, masks on the first image only.
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vsm_kit.data import open_source
 from vsm_kit.data.boxes import training_targets, xyxy_to_xywh
 from vsm_kit.model.conversation import render, tokenize_with_image
-
-
-def _pixels(rgb: np.ndarray, size: int) -> torch.Tensor:
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[0]
+from vsm_kit.model.image_inputs import ImageInputs
 
 
 def demo_batch(dataset, tokenizer, n_per_image=(2, 1)) -> dict:
@@ -40,9 +35,10 @@ def demo_batch(dataset, tokenizer, n_per_image=(2, 1)) -> dict:
     input_ids = torch.tensor([r + [0] * (width - len(r)) for r in ids])
     label_t = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
     images = [rec.load_image() for rec in records]
+    inputs = ImageInputs()
     return {
-        "images": torch.stack([_pixels(im, 768) for im in images]),
-        "images_clip": torch.stack([_pixels(im, 224) for im in images]),
+        "images": torch.stack([inputs.owl(im) for im in images]),
+        "images_clip": torch.stack([inputs.clip(im) for im in images]),
         "input_ids": input_ids,
         "labels": label_t,
         "attention_masks": input_ids != 0,
