@@ -8,6 +8,16 @@ from vsm_kit.model.weights import load_vsm
 from .batch import demo_batch
 
 LLM = ("model.layers", "model.embed_tokens", "lm_head", "model.norm", "model.mm_projector")
+CLASS = ("model.owlvit.class_head", "model.text_hidden_fcs_det")
+BOX = ("model.owlvit.box_head",)
+# learning rates per part: language model, class path, box head, mask path
+LRS = {"llm": 1e-3, "class": 3e-2, "box": 1e-2, "mask": 2e-3}
+
+
+def _part(name: str) -> str:
+    if name.startswith(LLM):
+        return "llm"
+    return "class" if name.startswith(CLASS) else "box" if name.startswith(BOX) else "mask"
 
 
 def test_fifty_steps_halve_the_language_mask_bce_and_box_losses(demo_world):
@@ -18,9 +28,11 @@ def test_fifty_steps_halve_the_language_mask_bce_and_box_losses(demo_world):
     # the recipe freezes OWL-ViT's box head (pretrained in the real model); the tiny one is
     # random, so here it learns too, or no box could move towards its target
     model.model.owlvit.box_head.requires_grad_(True)
-    llm = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(LLM)]
-    heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(LLM)]
-    opt = torch.optim.Adam([{"params": llm, "lr": 1e-3}, {"params": heads, "lr": 1e-2}])
+    groups = {part: [] for part in LRS}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[_part(name)].append(p)
+    opt = torch.optim.Adam([{"params": groups[k], "lr": lr} for k, lr in LRS.items()])
     batch = demo_batch(demo_world.dataset, tok)
     keys = ("ce_loss", "mask_bce_loss", "detection_loss_bbox", "detection_loss_giou")
     first = None
