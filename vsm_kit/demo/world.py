@@ -3,7 +3,6 @@ and file formats, so everything downstream runs through the loading code real da
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -105,7 +104,3 @@ def ensure_demo_world(out: str | Path, seed: int = 0, scale: int = 1) -> DemoWor
         ):
             return DemoWorld(out, seed, scale)
     return make_demo_world(out, seed, scale)
-
-
-def remove_demo_world(out: str | Path) -> None:
-    shutil.rmtree(out, ignore_errors=True)
