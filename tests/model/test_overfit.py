@@ -1,4 +1,4 @@
-"""Learning on one fixed demo batch: the losses whose paths are trainable fall fast."""
+"""Learning on one fixed demo batch: every loss component falls by at least half in 50 steps."""
 
 import torch
 
@@ -11,7 +11,7 @@ LLM = ("model.layers", "model.embed_tokens", "lm_head", "model.norm", "model.mm_
 CLASS = ("model.owlvit.class_head", "model.text_hidden_fcs_det")
 BOX = ("model.owlvit.box_head",)
 # learning rates per part: language model, class path, box head, mask path
-LRS = {"llm": 1e-3, "class": 3e-2, "box": 1e-2, "mask": 2e-3}
+LRS = {"llm": 1e-3, "class": 3e-2, "box": 3e-3, "mask": 5e-3}
 
 
 def _part(name: str) -> str:
@@ -20,7 +20,7 @@ def _part(name: str) -> str:
     return "class" if name.startswith(CLASS) else "box" if name.startswith(BOX) else "mask"
 
 
-def test_fifty_steps_halve_the_language_mask_bce_and_box_losses(demo_world):
+def test_fifty_steps_halve_every_loss_component(demo_world):
     torch.manual_seed(0)
     w = demo_world.weights
     model, tok, _ = load_vsm(w / "vsm-tiny", arch=vsm_tiny())
@@ -33,8 +33,16 @@ def test_fifty_steps_halve_the_language_mask_bce_and_box_losses(demo_world):
         if p.requires_grad:
             groups[_part(name)].append(p)
     opt = torch.optim.Adam([{"params": groups[k], "lr": lr} for k, lr in LRS.items()])
-    batch = demo_batch(demo_world.dataset, tok)
-    keys = ("ce_loss", "mask_bce_loss", "detection_loss_bbox", "detection_loss_giou")
+    # one query per image: two images, one with mask supervision and one without
+    batch = demo_batch(demo_world.dataset, tok, n_per_image=(1, 1))
+    keys = (
+        "ce_loss",
+        "mask_bce_loss",
+        "mask_dice_loss",
+        "detection_loss_ce",
+        "detection_loss_bbox",
+        "detection_loss_giou",
+    )
     first = None
     for _ in range(50):
         out = model.forward_train(batch)
