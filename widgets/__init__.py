@@ -1,5 +1,6 @@
 """ipywidgets panels over vsm_kit; each has methods tests call instead of clicks."""
 
 from .dataset_browser import DatasetBrowser
+from .run_form import RunForm
 
-__all__ = ["DatasetBrowser"]
+__all__ = ["DatasetBrowser", "RunForm"]

@@ -17,7 +17,9 @@ PAD_RGB = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104)
 
 
 class ImageInputs:
-    """Callable pair of processors: `owl(image)` and `clip(image)` take uint8 [H, W, 3]."""
+    """Callable pair of processors: `owl(image)` and `clip(image)` take uint8 [H, W, 3] arrays
+    or uint8 [3, H, W] tensors. Tensors skip a conversion: `both(decode_rgb(path))` is the
+    training pipeline's one-decode path."""
 
     def __init__(self, owl_size: int = 768, clip_size: int = 224):
         self.owl_processor = OwlViTImageProcessor(
@@ -33,20 +35,30 @@ class ImageInputs:
             image_std=list(CLIP_STD),
         )
 
-    def owl(self, image: np.ndarray) -> torch.Tensor:
-        return self.owl_processor(images=image, return_tensors="pt")["pixel_values"][0]
+    def owl(self, image) -> torch.Tensor:
+        """[3, S, S] float32."""
+        return self.owl_processor(images=_chw(image), return_tensors="pt")["pixel_values"][0]
 
-    def clip(self, image: np.ndarray) -> torch.Tensor:
-        return self.clip_processor(images=expand_to_square(image), return_tensors="pt")[
-            "pixel_values"
-        ][0]
+    def clip(self, image) -> torch.Tensor:
+        """[3, s, s] float32."""
+        square = expand_to_square(_chw(image))
+        return self.clip_processor(images=square, return_tensors="pt")["pixel_values"][0]
+
+    def both(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        image = _chw(image)
+        return self.owl(image), self.clip(image)
 
 
-def expand_to_square(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] → [M, M, 3], M = max(H, W), padded with `PAD_RGB`, image at top-left."""
-    h, w = image.shape[:2]
+def _chw(image) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+
+
+def expand_to_square(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] → [3, M, M], M = max(H, W), padded with `PAD_RGB`, image at top-left."""
+    _, h, w = image.shape
     side = max(h, w)
-    out = np.empty((side, side, 3), np.uint8)
-    out[:] = PAD_RGB
-    out[:h, :w] = image
+    out = torch.tensor(PAD_RGB, dtype=torch.uint8).view(3, 1, 1).repeat(1, side, side)
+    out[:, :h, :w] = image
     return out

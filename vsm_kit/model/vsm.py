@@ -185,15 +185,18 @@ class VSMForCausalLM(LlamaForCausalLM):
         return low_res[:, 0]
 
     # ---- training forward ---------------------------------------------------------------------
-    def forward_train(
-        self,
-        batch: dict,
-        weights: LossWeights = DEFAULT_WEIGHTS,
-        giou_compat_original: bool = False,
-    ) -> dict[str, torch.Tensor]:
-        """Losses for a collated batch (keys as the original collate: `images`, `images_clip`,
-        `input_ids`, `labels`, `attention_masks`, `offset`, `bboxes_labels_list`,
-        `bboxes_valid_list`, `masks_list`, `masks_valid_list`)."""
+    def forward(self, *args, batch: dict | None = None, **kwargs):
+        """The causal-LM forward, or the training losses of a collated `batch` (so a DeepSpeed
+        engine over the PEFT-wrapped model trains with `engine(batch=batch)`)."""
+        if batch is not None:
+            return self.forward_train(batch)
+        return super().forward(*args, **kwargs)
+
+    def predict(self, batch: dict, masks_for=None) -> dict:
+        """Heads' outputs for a collated batch: `logits` [N, L', V] and `labels` [N, L'] of the
+        expanded sequences, `det_logits` [Nq, P, 1], `det_boxes` [Nq, P, 4] (cxcywh_norm),
+        `masks`: per image [n_i, H_i, W_i] logits at its GT masks' size, or None where
+        `masks_for[i]` is False (default: images with mask supervision)."""
         offset = batch["offset"]
         conv_image = torch.repeat_interleave(
             torch.arange(len(offset) - 1, device=offset.device), offset.diff()
@@ -216,7 +219,6 @@ class VSMForCausalLM(LlamaForCausalLM):
             inputs_embeds=embeds, attention_mask=attention.long(), position_ids=positions
         ).last_hidden_state
         logits = self.lm_head(hidden)
-        out = {"ce_loss": weights.ce * language_loss(logits, labels)}
 
         loc = self.loc_hidden(hidden, ids)
         n_queries = len(batch["bboxes_labels_list"])
@@ -226,25 +228,60 @@ class VSMForCausalLM(LlamaForCausalLM):
         seg_q = self.model.text_hidden_fcs_seg[0](loc)
         det_q = self.model.text_hidden_fcs_det[0](loc)
         fmaps = self.owl_features(batch["images"].to(seg_q.dtype))
-        det_logits, det_boxes, preds, gts, valids = [], [], [], [], []
+        if masks_for is None:  # no full-size masks for images without mask supervision
+            masks_for = [bool(v.any()) for v in batch["masks_valid_list"]]
+        det_logits, det_boxes, masks = [], [], []
         for i in range(fmaps.shape[0]):
             sel = query_image == i
             logits_i, boxes_i = self.model.owlvit.detect(fmaps[i : i + 1], det_q[sel])
             det_logits.append(logits_i)
             det_boxes.append(boxes_i)
-            valid = batch["masks_valid_list"][i].to(seg_q.device)
-            if bool(valid.any()):  # no full-size masks for images without mask supervision
-                gt = batch["masks_list"][i]
-                preds.append(self.predict_masks(fmaps[i : i + 1], seg_q[sel], tuple(gt.shape[-2:])))
+            size = tuple(batch["masks_list"][i].shape[-2:])
+            masks.append(
+                self.predict_masks(fmaps[i : i + 1], seg_q[sel], size) if masks_for[i] else None
+            )
+        anchor = None
+        if self.training and not any(masks_for):
+            # a low-res mask nobody supervises keeps every head in the graph, so all ranks
+            # reduce the same gradients whatever their batches hold
+            anchor = self.predict_masks(fmaps[:1], seg_q[query_image == 0][:1]).sum() * 0
+        return {
+            "logits": logits,
+            "labels": labels,
+            "det_logits": torch.cat(det_logits),
+            "det_boxes": torch.cat(det_boxes),
+            "masks": masks,
+            "unsupervised": anchor,
+        }
+
+    def forward_train(
+        self,
+        batch: dict,
+        weights: LossWeights = DEFAULT_WEIGHTS,
+        giou_compat_original: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Losses for a collated batch (keys as the original collate: `images`, `images_clip`,
+        `input_ids`, `labels`, `attention_masks`, `offset`, `bboxes_labels_list`,
+        `bboxes_valid_list`, `masks_list`, `masks_valid_list`)."""
+        p = self.predict(batch)
+        out = {"ce_loss": weights.ce * language_loss(p["logits"], p["labels"])}
+        preds, gts, valids = [], [], []
+        for pred, gt, valid in zip(
+            p["masks"], batch["masks_list"], batch["masks_valid_list"], strict=True
+        ):
+            if pred is not None:
+                preds.append(pred)
                 gts.append(gt)
-                valids.append(valid)
+                valids.append(valid.to(pred.device))
         bce, dice = mask_losses(preds, gts, valids, weights)
+        if p["unsupervised"] is not None:
+            bce = bce + p["unsupervised"]
         out["mask_bce_loss"], out["mask_dice_loss"] = bce, dice
         out["mask_loss"] = bce + dice
         out.update(
             detection_losses(
-                torch.cat(det_logits),
-                torch.cat(det_boxes),
+                p["det_logits"],
+                p["det_boxes"],
                 batch["bboxes_labels_list"],
                 batch["bboxes_valid_list"],
                 weights,

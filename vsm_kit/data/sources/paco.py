@@ -53,6 +53,10 @@ class PacoLvis(Source):
         self._labels = tuple(paco_text(self._cat_name[c]) for c in cat_ids)
         self._label_of = {c: k for k, c in enumerate(cat_ids)}
 
+    def category_name(self, cat: int) -> str:
+        """The release's raw name, e.g. `"cup_(drink_container):handle"`."""
+        return self._cat_name[cat]
+
     def __len__(self) -> int:
         return len(self._images)
 

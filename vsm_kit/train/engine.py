@@ -1,0 +1,239 @@
+"""The training engine: one process per rank under the `deepspeed` launcher.
+
+`python -m vsm_kit.train.engine --run-dir DIR` trains the `DIR/config.yaml` run: the VSM built
+from the LLaVA base with LoRA (peft), DeepSpeed ZeRO with AdamW + WarmupDecayLR, the hybrid data
+stream, validation, best/last checkpoints and step-exact auto-resume from `DIR/checkpoints`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
+from torch.utils.data import DataLoader
+
+from ..model.architecture import vsm_7b, vsm_tiny
+from ..model.weights import init_vsm_from_base
+from .checkpoints import Checkpoints
+from .collate import Collator
+from .config import RunConfig
+from .hybrid import HybridDataset, StepSampler
+from .lora import trainable_summary, wrap_lora
+from .runlog import RunLog
+from .validate import evaluate, val_samples
+
+LOSS_KEYS = (
+    "loss",
+    "ce_loss",
+    "mask_bce_loss",
+    "mask_dice_loss",
+    "mask_loss",
+    "detection_loss",
+    "detection_loss_ce",
+    "detection_loss_bbox",
+    "detection_loss_giou",
+)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def deepspeed_config(cfg: RunConfig) -> dict:
+    """The DeepSpeed config the original builds in code (§7.2), from the run config."""
+    o, z = cfg.optim, cfg.zero
+    zero = {
+        "stage": z.stage,
+        "contiguous_gradients": True,
+        "overlap_comm": True,
+        "reduce_scatter": True,
+        "reduce_bucket_size": 5e8,
+        "allgather_bucket_size": 5e8,
+    }
+    if z.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if z.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": o.micro_batch,
+        "gradient_accumulation_steps": o.grad_accum,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": o.lr, "weight_decay": o.weight_decay, "betas": list(o.betas)},
+        },
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {
+                # the schedule of the full run, so --max-steps only stops early
+                "total_num_steps": o.epochs * o.steps_per_epoch,
+                "warmup_min_lr": 0,
+                "warmup_max_lr": o.lr,
+                "warmup_num_steps": o.warmup_steps,
+                "warmup_type": "linear",
+            },
+        },
+        "fp16": {"enabled": cfg.precision == "fp16"},
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "gradient_clipping": o.grad_clip,
+        "zero_optimization": zero,
+        "steps_per_print": 10**9,  # we log ourselves
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_model(cfg: RunConfig):
+    """(PEFT-wrapped VSM, tokenizer, special ids) ready for `deepspeed.initialize`."""
+    w = cfg.weights
+    arch = vsm_tiny() if w.arch == "tiny" else vsm_7b()
+    model, tokenizer, ids = init_vsm_from_base(w.base, w.clip, w.owlvit, arch)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    return wrap_lora(model, cfg.lora), tokenizer, ids
+
+
+class _ToDevice:
+    """Moves a collated batch to the device; image inputs take the training dtype."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+
+    def __call__(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device, non_blocking=True)
+                out[k] = v.to(self.dtype) if k in ("images", "images_clip") else v
+            elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
+                out[k] = [t.to(self.device, non_blocking=True) for t in v]
+            else:
+                out[k] = v
+        return out
+
+
+def train(run_dir: Path) -> None:
+    cfg = RunConfig.load(run_dir / "config.yaml").validate()
+    accel = get_accelerator()
+    deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if accel.device_name() != "cpu":
+        accel.set_device(local_rank)
+    device = torch.device(accel.device_name(local_rank))
+    torch.manual_seed(cfg.seed)
+
+    log = RunLog(run_dir, rank, cfg.total_steps)
+    model, tokenizer, ids = build_model(cfg)
+    log.event("model", trainable=trainable_summary(model))
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg),
+    )
+    vsm = engine.module.get_base_model()
+    to_device = _ToDevice(device, DTYPES[cfg.precision])
+
+    ckpt = Checkpoints(run_dir / "checkpoints", rank)
+    start, best = 0, None
+    if ckpt.last:
+        _, client = engine.load_checkpoint(str(ckpt.dir), tag=ckpt.last)
+        start, best = client["step"], client.get("best")
+        log.event("resumed", step=start, tag=ckpt.last, lr=engine.get_lr()[0])
+
+    dataset = HybridDataset(cfg.data.data_dir, cfg.data.mix, cfg.seed, cfg.data.targets_per_sample)
+    image_tokens = (vsm.arch.clip.image_size // vsm.arch.clip.patch_size) ** 2
+    collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens)
+    ga = cfg.optim.grad_accum
+    sampler = StepSampler(cfg.optim.micro_batch, rank, world, start=start * ga)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.workers,
+        collate_fn=collator,
+        persistent_workers=cfg.data.workers > 0,
+    )
+    validation = (
+        val_samples(cfg.data.data_dir, cfg.data.val_dataset, cfg.data.val_limit)
+        if cfg.cadence.validate
+        else []
+    )
+    val_collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, False)
+
+    batches = iter(loader)
+    engine.train()
+    for step in range(start, cfg.total_steps):
+        t0 = time.perf_counter()
+        data_secs, sums, digest = 0.0, torch.zeros(len(LOSS_KEYS), dtype=torch.float64), None
+        for _ in range(ga):
+            t = time.perf_counter()
+            batch = to_device(next(batches))
+            data_secs += time.perf_counter() - t
+            digest = digest or _digest(batch["input_ids"])
+            out = engine(batch=batch)
+            engine.backward(out["loss"])
+            engine.step()
+            sums += torch.tensor([out[k].item() for k in LOSS_KEYS], dtype=torch.float64)
+        done = step + 1
+        if world > 1:
+            dist.all_reduce(sums)
+        losses = dict(zip(LOSS_KEYS, (sums / (ga * world)).tolist(), strict=True))
+        if done % cfg.cadence.log_every == 0 or done == cfg.total_steps:
+            log.step(
+                done,
+                losses,
+                lr=scheduler.get_last_lr()[0],
+                secs=time.perf_counter() - t0,
+                data_secs=data_secs,
+                batch=digest,
+            )
+        last = done == cfg.total_steps
+        metrics = None
+        if validation and (done % cfg.validate_every == 0 or last):
+            metrics = evaluate(
+                vsm, validation, val_collator, dataset.inputs, to_device, rank, world
+            )
+            log.validation(done, metrics)
+        improved = metrics is not None and (best is None or metrics["det_acc"] > best)
+        if improved or done % cfg.checkpoint_every == 0 or last:
+            if improved:
+                best = metrics["det_acc"]
+            tag = f"global_step{done}"
+            engine.save_checkpoint(
+                str(ckpt.dir),
+                tag=tag,
+                client_state={"step": done, "best": best},
+                save_latest=False,  # Checkpoints.commit moves the pointer once all is written
+            )
+            # without validation (--no_eval) the last checkpoint is the best one
+            ckpt.commit(tag, best=improved or not validation, metrics=metrics)
+            log.event("checkpoint", step=done, tag=tag, best=bool(improved))
+    log.finish()
+    dist.barrier()
+
+
+def _digest(input_ids: torch.Tensor) -> str:
+    """A short fingerprint of a micro-batch (resume tests compare the next batch)."""
+    return hashlib.sha1(input_ids.cpu().numpy().tobytes()).hexdigest()[:12]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--local_rank", type=int, default=None)  # set by the deepspeed launcher
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    try:
+        train(run_dir)
+    except BaseException as err:
+        RunLog.fail(run_dir, err)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What a run reports while it trains (rank 0 writes, anyone reads).
+
+- `metrics.jsonl`: one JSON object per line, `{"kind": "step" | "val" | <event>, ...}`;
+- `status.json`: `{"state", "step", "total", "pid", "error"}`, replaced atomically;
+- `tensorboard/`: scalars under the original code's names (`train/loss`, `val/det_acc`, …).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from ..fsutil import atomic_write
+
+# our loss keys → the original's TensorBoard names
+TB_NAMES = {
+    "loss": "train/loss",
+    "ce_loss": "train/ce_loss",
+    "mask_bce_loss": "train/mask_bce_loss",
+    "mask_dice_loss": "train/mask_dice_loss",
+    "mask_loss": "train/mask_loss",
+    "detection_loss": "train/detection_loss",
+    "detection_loss_ce": "train/detection_ce_loss",
+    "detection_loss_bbox": "train/detection_bbox_loss",
+    "detection_loss_giou": "train/detection_giou_loss",
+}
+METRICS, STATUS, TENSORBOARD = "metrics.jsonl", "status.json", "tensorboard"
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, rank: int, total: int):
+        self.dir, self.rank, self.total = Path(run_dir), rank, total
+        self.tb = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.dir / TENSORBOARD))
+            self._status("running", step=None)
+
+    def _write(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _status(self, state: str, step: int | None, error: str | None = None) -> None:
+        status = {"state": state, "step": step, "total": self.total, "pid": os.getpid()}
+        if error:
+            status["error"] = error
+        with atomic_write(self.dir / STATUS) as f:
+            f.write(json.dumps(status).encode())
+
+    def event(self, kind: str, **fields) -> None:
+        self._write({"kind": kind, **fields})
+        if self.rank == 0:
+            print(f"[{kind}] " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+
+    def step(self, step: int, losses: dict, lr: float, secs: float, data_secs: float, batch: str):
+        self._write(
+            {
+                "kind": "step",
+                "step": step,
+                "lr": lr,
+                "secs": secs,
+                "data_secs": data_secs,
+                "batch": batch,
+                **losses,
+            }
+        )
+        if self.rank != 0:
+            return
+        for k, v in losses.items():
+            self.tb.add_scalar(TB_NAMES[k], v, step)
+        self.tb.add_scalar("train/lr", lr, step)
+        self.tb.add_scalar("metrics/total_secs_per_batch", secs, step)
+        self.tb.add_scalar("metrics/data_secs_per_batch", data_secs, step)
+        self._status("running", step)
+        print(
+            f"step {step}/{self.total}  loss {losses['loss']:.4f}  lr {lr:.3g}  {secs:.2f}s",
+            flush=True,
+        )
+
+    def validation(self, step: int, metrics: dict) -> None:
+        self._write({"kind": "val", "step": step, **metrics})
+        if self.rank == 0:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"val/{k}", v, step)
+            print("validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+
+    def finish(self) -> None:
+        if self.rank == 0:
+            self.tb.close()
+            self._status("finished", self.total)
+
+    @staticmethod
+    def fail(run_dir: Path, err: BaseException) -> None:
+        """Record the failure (rank 0), so a notebook following the run can show it."""
+        if int(os.environ.get("RANK", 0)) != 0:
+            return
+        reason = "".join(traceback.format_exception_only(type(err), err)).strip()
+        status = {"state": "failed", "error": reason, "pid": os.getpid()}
+        with atomic_write(Path(run_dir) / STATUS) as f:
+            f.write(json.dumps(status).encode())

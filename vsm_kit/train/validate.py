@@ -1,0 +1,75 @@
+"""Validation on a REFER split (default refCOCO unc val): gIoU, cIoU and detection accuracy.
+
+One item per image holding every sentence of it (no truncation), as the original does (§7.4):
+a query hits when the box of its highest-scoring patch has IoU > 0.5 with the GT box; masks are
+logits > 0; gIoU is the mean per-mask IoU (1 for an empty union), cIoU the pooled one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torchvision.ops import box_convert, box_iou
+
+from ..data.images import decode_rgb
+from ..data.sources import open_source
+from .samples import VAL_QUESTION, Sample, build_sample
+
+
+def val_samples(data_dir, spec: str = "refcoco|unc|val", limit: int | None = None) -> list[Sample]:
+    """The validation images (without image inputs); `spec` is `dataset|splitBy|split`."""
+    name, _, split = spec.split("|")
+    source = open_source(name, data_dir, split=split)
+    rng = np.random.default_rng(0)  # unused: every sentence is kept
+    out = []
+    for i in range(len(source) if limit is None else min(limit, len(source))):
+        record = source[i]
+        sample = build_sample(record, source, rng, k=len(record.targets), question=VAL_QUESTION)
+        if sample is not None:
+            out.append(sample)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: int = 1) -> dict:
+    """{"giou", "ciou", "det_acc"} over `samples`, split across ranks and all-reduced."""
+    was_training = model.training
+    model.eval()
+    # inter, union, per-mask IoU sum, masks, hits, queries
+    sums = torch.zeros(6, dtype=torch.float64)
+    for sample in samples[rank::world]:
+        sample.images, sample.images_clip = inputs.both(decode_rgb(sample.image_path))
+        batch = to_device(collator([sample]))
+        p = model.predict(batch, masks_for=[sample.masks is not None])
+        for q, gt in enumerate(batch["bboxes_labels_list"]):
+            best = p["det_logits"][q, :, 0].argmax()
+            box = box_convert(p["det_boxes"][q, best : best + 1].float(), "cxcywh", "xyxy")
+            iou = box_iou(box, box_convert(gt[:1].float(), "cxcywh", "xyxy"))[0, 0]
+            sums[4] += float(iou > 0.5)
+            sums[5] += 1
+        if p["masks"][0] is not None:
+            pred = p["masks"][0] > 0
+            gt = batch["masks_list"][0] > 0.5
+            inter = (pred & gt).flatten(1).sum(1).double().cpu()
+            union = (pred | gt).flatten(1).sum(1).double().cpu()
+            sums[0] += inter.sum()
+            sums[1] += union.sum()
+            sums[2] += torch.where(union > 0, inter / (union + 1e-5), torch.ones_like(union)).sum()
+            sums[3] += len(union)
+    model.train(was_training)
+    if world > 1:
+        device = batch_device(model)
+        total = sums.to(device)
+        dist.all_reduce(total)
+        sums = total.cpu()
+    inter, union, iou_sum, n_masks, hits, n_queries = sums.tolist()
+    return {
+        "giou": iou_sum / max(n_masks, 1),
+        "ciou": inter / (union + 1e-10),
+        "det_acc": hits / max(n_queries, 1),
+    }
+
+
+def batch_device(model) -> torch.device:
+    return next(model.parameters()).device
