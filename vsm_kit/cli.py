@@ -137,7 +137,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=_detect)
+
+    p = sub.add_parser("train", help="train under the deepspeed launcher (GPUs or CPU ranks)")
+    p.add_argument("--config", required=True, help="run YAML (see vsm_kit/configs/)")
+    p.add_argument(
+        "--num-gpus", type=int, help="ranks on this machine (default: every GPU, 1 on CPU)"
+    )
+    p.add_argument("--hostfile", help="DeepSpeed hostfile for several nodes")
+    p.add_argument("--data-dir", help="override data.data_dir")
+    p.add_argument("--weights-dir", help="override weights.dir (a demo world's weights/)")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the command only")
+    p.set_defaults(func=_train)
     return parser
+
+
+def _train(args) -> int:
+    from .train.config import RunConfig
+    from .train.hardware import probe
+    from .train.launch import TrainingRun, deepspeed_command, prepare
+
+    overrides = {
+        "data.data_dir": args.data_dir,
+        "weights.dir": args.weights_dir,
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+    }
+    config = RunConfig.load(args.config).replace(
+        **{k: v for k, v in overrides.items() if v is not None}
+    )
+    num_gpus = args.num_gpus or max(1, len(probe().gpus))
+    if args.dry_run:
+        run_dir = prepare(config)
+        print(" ".join(deepspeed_command(run_dir, num_gpus, args.hostfile)))
+        return 0
+    run = TrainingRun.start(config, num_gpus=num_gpus, hostfile=args.hostfile)
+    print(f"run folder: {run.output_dir} (log: {run.output_dir / 'train.log'})")
+    try:
+        status = run.follow()
+    except KeyboardInterrupt:
+        run.stop()
+        status = "stopped"
+    if status != "finished":
+        print(run.log_tail(30), file=sys.stderr)
+        print(f"error: training {status}: {run.error or 'see train.log'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

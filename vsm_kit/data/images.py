@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,13 @@ def decode_rgb(path: str | Path) -> torch.Tensor:
     """Decode `path` once to uint8 [3, H, W] (libjpeg-turbo/libpng through torchvision, about
     twice as fast as PIL); the same pixel grid as `load_rgb` (no EXIF rotation)."""
     path = Path(path)
+    # torchvision 0.29 marks its decoders deprecated in favour of torchcodec (not in our stack)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_rgb(path)
+
+
+def _decode_rgb(path: Path) -> torch.Tensor:
     try:
         data = read_file(str(path))
     except RuntimeError:

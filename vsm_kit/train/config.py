@@ -140,22 +140,25 @@ class RunConfig:
     def checkpoint_every(self) -> int:
         return self.cadence.checkpoint_every or self.optim.steps_per_epoch
 
+    def weight_path(self, name: str) -> str:
+        """`weights.<name>` joined to `weights.dir` when that is set and the name is relative."""
+        w = self.weights
+        value = getattr(w, name)
+        if value and w.dir and not Path(value).is_absolute():
+            return str(Path(w.dir).expanduser() / value)
+        return value
+
     def resolved(self) -> RunConfig:
         """Folders made absolute (weights joined to `weights.dir`): the config a run records."""
-        w = self.weights
-        root = Path(w.dir).expanduser() if w.dir else None
         changes = {
             "data.data_dir": _absolute(self.data.data_dir),
             "output_dir": _absolute(self.output_dir),
             "weights.dir": "",
         }
         for name in ("base", "clip", "owlvit"):
-            value = getattr(w, name)
-            local = root / value if root is not None and not Path(value).is_absolute() else None
-            if local is not None and local.exists():
-                changes[f"weights.{name}"] = str(local.resolve())
-            elif Path(value).expanduser().exists():
-                changes[f"weights.{name}"] = _absolute(value)
+            path = self.weight_path(name)
+            if path and Path(path).expanduser().exists():
+                changes[f"weights.{name}"] = _absolute(path)
         return self.replace(**changes)
 
     # ---- YAML --------------------------------------------------------------------------------
@@ -264,10 +267,10 @@ class RunConfig:
                 f"{self.data.data_dir} is not a folder (the data tree, or a demo world's dataset/)",
             )
         for name in ("base", "clip", "owlvit"):
-            value = getattr(self.weights, name)
+            value = self.weight_path(name)
             if not value:
                 raise ConfigError(f"weights.{name}", "missing: give a local folder")
-            if not Path(value).is_dir() and not _looks_like_hub_name(value):
+            if not Path(value).expanduser().is_dir() and not _looks_like_hub_name(value):
                 raise ConfigError(f"weights.{name}", f"{value} is not a folder")
 
 

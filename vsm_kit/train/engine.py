@@ -92,9 +92,7 @@ def build_model(cfg: RunConfig):
     model, tokenizer, ids = init_vsm_from_base(w.base, w.clip, w.owlvit, arch)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        model.activation_checkpointing_enable({"use_reentrant": False})
     return wrap_lora(model, cfg.lora), tokenizer, ids
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..data.layout import check_layout
 from ..errors import VsmKitError
 from .config import RunConfig
 from .runlog import METRICS, STATUS
@@ -42,8 +43,12 @@ def deepspeed_command(
 
 
 def prepare(config: RunConfig) -> Path:
-    """Validate, resolve and write the run's `config.yaml`; returns the run folder."""
+    """Validate (config and data tree), resolve and write the run's `config.yaml`; returns the
+    run folder. Everything that can be wrong before training is reported here, not an hour in."""
     config = config.resolved().validate()
+    report = check_layout(config.data.data_dir, groups=list(config.data.mix), verify_images=0)
+    if not report.ok:
+        raise VsmKitError(f"data.data_dir: the data tree is incomplete\n\n{report}")
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = run_dir / "config.yaml"
@@ -115,7 +120,7 @@ class TrainingRun:
 
     @property
     def status(self) -> str:
-        """"starting", "running", "finished", "failed" or "stopped"."""
+        """ "starting", "running", "finished", "failed" or "stopped"."""
         state = self._status_file().get("state")
         if self.process is not None:
             code = self.process.poll()
@@ -147,7 +152,11 @@ class TrainingRun:
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.output_dir / LOG
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """End the launcher and its ranks (SIGTERM to the process group, then SIGKILL)."""
@@ -190,7 +199,9 @@ class TrainingRun:
                     steps = [r for r in records if r["kind"] == "step"]
                     if steps:
                         bar.n = steps[-1]["step"]
-                        bar.set_postfix(loss=f"{steps[-1]['loss']:.4f}", lr=f"{steps[-1]['lr']:.2g}")
+                        bar.set_postfix(
+                            loss=f"{steps[-1]['loss']:.4f}", lr=f"{steps[-1]['lr']:.2g}"
+                        )
                         bar.refresh()
                     if on_update is not None:
                         on_update(records)
