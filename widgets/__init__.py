@@ -2,5 +2,6 @@
 
 from .dataset_browser import DatasetBrowser
 from .run_form import RunForm
+from .run_monitor import RunMonitor
 
-__all__ = ["DatasetBrowser", "RunForm"]
+__all__ = ["DatasetBrowser", "RunForm", "RunMonitor"]

@@ -1,0 +1,23 @@
+"""Training: the run config, the hybrid data stream, the DeepSpeed + LoRA engine, the launcher
+and the hardware probe."""
+
+from .collate import Collator
+from .config import ConfigError, RunConfig
+from .hardware import Hardware, probe, suggest
+from .hybrid import HybridDataset, StepSampler
+from .launch import TrainingRun
+from .samples import Sample, build_sample
+
+__all__ = [
+    "Collator",
+    "ConfigError",
+    "Hardware",
+    "HybridDataset",
+    "RunConfig",
+    "Sample",
+    "StepSampler",
+    "TrainingRun",
+    "build_sample",
+    "probe",
+    "suggest",
+]

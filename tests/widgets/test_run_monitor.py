@@ -1,0 +1,51 @@
+"""RunMonitor over a run folder written the way the engine writes it."""
+
+import json
+
+from vsm_kit.train.config import RunConfig
+from vsm_kit.train.launch import TrainingRun
+from widgets import RunMonitor
+
+
+def _run_folder(tmp_path, state="finished", steps=4, error=None):
+    run_dir = tmp_path / "run"
+    RunConfig(output_dir=str(run_dir), max_steps=steps).save(run_dir / "config.yaml")
+    losses = {
+        k: 1.0
+        for k in (
+            "loss",
+            "ce_loss",
+            "mask_bce_loss",
+            "mask_dice_loss",
+            "mask_loss",
+            "detection_loss",
+            "detection_loss_ce",
+            "detection_loss_bbox",
+            "detection_loss_giou",
+        )
+    }
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for s in range(1, steps + 1):
+            f.write(json.dumps({"kind": "step", "step": s, "lr": 1e-4 * s, **losses}) + "\n")
+        f.write(
+            json.dumps({"kind": "val", "step": steps, "giou": 0.5, "ciou": 0.4, "det_acc": 0.25})
+        )
+    status = {"state": state, "step": steps, "total": steps, "pid": 0}
+    if error:
+        status["error"] = error
+    (run_dir / "status.json").write_text(json.dumps(status))
+    return TrainingRun.attach(run_dir)
+
+
+def test_monitor_shows_progress_status_and_curves(tmp_path):
+    monitor = RunMonitor(_run_folder(tmp_path))
+    assert monitor.follow(poll=0) == "finished"
+    assert (monitor.progress.value, monitor.progress.max) == (4, 4)
+    assert "finished" in monitor.status.value and "step 4/4" in monitor.status.value
+    assert bytes(monitor.plot.value).startswith(b"\x89PNG")  # the loss figure was drawn
+
+
+def test_monitor_shows_the_failure_reason(tmp_path):
+    monitor = RunMonitor(_run_folder(tmp_path, state="failed", error="ValueError: broken batch"))
+    assert monitor.refresh() == "failed"
+    assert "broken batch" in monitor.status.value

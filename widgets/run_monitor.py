@@ -1,0 +1,55 @@
+"""A live view of a training run: progress bar, status line and loss curves."""
+
+from __future__ import annotations
+
+import html
+import time
+
+import ipywidgets as W
+from IPython.display import display
+
+from vsm_kit.train.launch import TrainingRun
+from vsm_kit.viz import latest_by_step, plot_training, render_png
+
+from ._guard import error_html
+
+LIVE = ("starting", "running")
+
+
+class RunMonitor:
+    """`RunMonitor(run)`; `follow()` refreshes until the run ends (tests call `refresh()`)."""
+
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        self.progress = W.IntProgress(min=0, max=1, description="steps")
+        self.status = W.HTML()
+        self.plot = W.Image(format="png")
+        self.widget = W.VBox([W.HBox([self.progress, self.status]), self.plot])
+        self._seen = -1
+        self.refresh()
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+    def refresh(self) -> str:
+        """Read the run's files once and update the view; returns the run's status."""
+        status = self.run.status
+        history = self.run.history()
+        steps = latest_by_step(history, "step")
+        total = self.run.config.total_steps
+        self.progress.max = total
+        self.progress.value = steps[-1]["step"] if steps else 0
+        line = f"<b>{html.escape(status)}</b> · step {self.progress.value}/{total}"
+        if steps:
+            line += f" · loss {steps[-1]['loss']:.4f} · lr {steps[-1]['lr']:.2g}"
+        self.status.value = line + (error_html(self.run.error) if self.run.error else "")
+        if len(history) != self._seen and steps:
+            self._seen = len(history)
+            self.plot.value = render_png(plot_training(history), dpi=70)
+        return status
+
+    def follow(self, poll: float = 2.0) -> str:
+        """Refresh every `poll` seconds until the run has ended; returns its final status."""
+        while (status := self.refresh()) in LIVE:
+            time.sleep(poll)
+        return status
