@@ -52,6 +52,33 @@ def test_forward_backward_finite_and_only_trainables_get_grads(demo_world, tiny_
     model.eval()
 
 
+def test_bf16_training_forward_and_images_without_masks(demo_world):
+    """The engine's bf16 path: every head in bf16. A batch without mask supervision gives
+    gradients to the same parameters as one with masks (ranks must reduce the same set)."""
+    from vsm_kit.model.weights import load_vsm
+
+    model, tok, _ = load_vsm(demo_world.weights / "vsm-tiny", arch=vsm_tiny())
+    model = model.to(torch.bfloat16).train()
+
+    def graded(without_masks: bool) -> set[str]:
+        batch = demo_batch(demo_world.dataset, tok)
+        if without_masks:
+            batch["masks_valid_list"] = [torch.zeros_like(v) for v in batch["masks_valid_list"]]
+        for key in ("images", "images_clip"):
+            batch[key] = batch[key].to(torch.bfloat16)
+        model.zero_grad(set_to_none=True)
+        out = model(batch=batch)
+        assert all(torch.isfinite(v) for v in out.values())
+        if without_masks:
+            assert out["mask_bce_loss"].item() == 0 and out["mask_dice_loss"].item() == 0
+        out["loss"].backward()
+        return {n for n, p in model.named_parameters() if p.grad is not None}
+
+    with_masks = graded(False)
+    assert any(n.startswith("model.mask_decoder.") for n in with_masks)
+    assert graded(True) == with_masks
+
+
 @pytest.mark.parametrize("patch", [14, 28])  # 256 and 64 image tokens
 def test_loc_gather_finds_the_state_before_each_loc(patch):
     arch = vsm_tiny()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from segment_anything.modeling.common import LayerNorm2d
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 from transformers import OwlViTConfig, OwlViTForObjectDetection
 
@@ -103,13 +104,23 @@ class VSMMaskDecoder(MaskDecoder):
         )
 
 
+class _PositionEmbedding(PositionEmbeddingRandom):
+    """SAM's random Fourier position embedding, usable in bf16/fp16 (SAM builds its coordinate
+    grid in fp32, which does not multiply with a bf16 buffer)."""
+
+    def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
+        return super()._pe_encoding(coords.to(self.positional_encoding_gaussian_matrix.dtype))
+
+
 def prompt_encoder(arch: SamArch, grid: int, image_size: int) -> PromptEncoder:
-    return PromptEncoder(
+    encoder = PromptEncoder(
         embed_dim=arch.embed_dim,
         image_embedding_size=(grid, grid),
         input_image_size=(image_size, image_size),
         mask_in_chans=arch.mask_in_chans,
     )
+    encoder.pe_layer.__class__ = _PositionEmbedding  # same buffer, no second random draw
+    return encoder
 
 
 def loc_mlp(hidden: int, out: int) -> nn.ModuleList:

@@ -1,0 +1,122 @@
+"""Training data pipeline: samples/s of one dataloader worker, ours against the original's way.
+
+Builds a demo world, copies its `dataset/` twice with every JPEG re-encoded at 640×480 and at
+1024×768, and on each copy times, in this process with `torch.set_num_threads(1)` (one worker):
+(a) a baseline doing what the original V* code does per sample: decode the image twice with PIL
+(it uses OpenCV, then PIL), OWL-ViT processor on the first, numpy expand-to-square + CLIP
+processor on the second, and dummy full-resolution `torch.rand(n, H, W)` masks for sources
+without masks; (b) `HybridDataset[i]` (one torchvision decode, no dummy masks). Both build the
+same `draw(i)` samples of the default mix. Prints samples/s of each (wall clock), the ratio and the
+same ratio in process CPU time (steadier on a shared machine) per size, and checks once per size
+that both give the same OWL and CLIP tensors, so the speed-up is not from doing different work.
+Usage: .venv/bin/python benchmarks/bench_dataloader.py [--samples N] [--warmup N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vsm_kit.demo.world import make_demo_world
+from vsm_kit.model.image_inputs import PAD_RGB
+from vsm_kit.train.config import RunConfig
+from vsm_kit.train.hybrid import HybridDataset
+
+SIZES = ((640, 480), (1024, 768))  # (W, H)
+
+
+def resized_copy(src: Path, dst: Path, size: tuple[int, int], seed: int = 0) -> None:
+    """Copy `src` to `dst`, re-encoding every JPEG at `size` (quality 90). Annotations keep the
+    old coordinates, so boxes no longer match the pixels; that does not matter for throughput.
+    Demo images are flat synthetic shapes (~9 KB); a light grain (σ = 10) gives files of a
+    photo's size and decoding cost (~110 KB at 640×480, like COCO), else decoding is too cheap."""
+    shutil.copytree(src, dst)
+    rng = np.random.default_rng(seed)
+    for p in sorted(dst.rglob("*.jpg")):
+        with Image.open(p) as im:
+            a = np.asarray(im.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32)
+        a += rng.normal(0, 10, (*a.shape[:2], 1)).astype(np.float32)
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, "JPEG", quality=90)
+
+
+def expand_np(image: np.ndarray) -> np.ndarray:
+    """The original's expand2square (PIL new + paste) in numpy: pad to M×M with the CLIP-mean
+    colour, image at top-left. Filled row-wise (a broadcast `out[:] = PAD_RGB` is ~10x slower,
+    and the baseline should not be a straw man)."""
+    h, w, _ = image.shape
+    m = max(h, w)
+    out = np.empty((m, m * 3), np.uint8)
+    row = np.tile(np.array(PAD_RGB, np.uint8), m)
+    out[h:] = row
+    out[:h, w * 3 :] = row[: (m - w) * 3]
+    out[:h, : w * 3] = image.reshape(h, w * 3)
+    return out.reshape(m, m, 3)
+
+
+def baseline_item(ds: HybridDataset, i: int):
+    """Sample i the original's way: two decodes, numpy images, dummy masks."""
+    s = ds.draw(i)
+    img = np.array(Image.open(s.image_path).convert("RGB"))  # the original's cv2.imread
+    s.images = ds.inputs.owl_processor(images=img, return_tensors="pt")["pixel_values"][0]
+    img_clip = np.array(Image.open(s.image_path).convert("RGB"))  # the original's PIL open
+    pv = ds.inputs.clip_processor(images=expand_np(img_clip), return_tensors="pt")
+    s.images_clip = pv["pixel_values"][0]
+    if s.masks is None:
+        s.masks = torch.rand(len(s.messages), *img.shape[:2])
+    return s
+
+
+def rates(ds: HybridDataset, n: int, warmup: int) -> tuple[float, float, float, float]:
+    """Samples/s (wall, CPU) of baseline and ours. The two alternate sample by sample, each going
+    first every other time, so drift in machine load (2 shared cores) hits both alike."""
+    pipes = (baseline_item, HybridDataset.__getitem__)
+    wall, cpu = [0.0, 0.0], [0.0, 0.0]
+    for i in range(warmup + n):
+        for k in (0, 1) if i % 2 else (1, 0):
+            t0, c0 = time.perf_counter(), time.process_time()
+            pipes[k](ds, i)
+            if i >= warmup:
+                wall[k] += time.perf_counter() - t0
+                cpu[k] += time.process_time() - c0
+    return n / wall[0], n / wall[1], n / cpu[0], n / cpu[1]
+
+
+def max_diff(ds: HybridDataset, i: int) -> tuple[float, float]:
+    """Max abs differences (OWL, CLIP) between the two pipelines' inputs for sample i. PIL and
+    torchvision both decode with libjpeg-turbo's defaults, so the pixels, hence tensors, match."""
+    a, b = baseline_item(ds, i), ds[i]
+    owl = (a.images - b.images).abs().max().item()
+    return owl, (a.images_clip - b.images_clip).abs().max().item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=200, help="timed samples per pipeline and size")
+    ap.add_argument("--warmup", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:
+        world = make_demo_world(Path(tmp) / "world", seed=0, scale=1, progress=False)
+        for w, h in SIZES:
+            data = Path(tmp) / f"dataset_{w}x{h}"
+            resized_copy(world.dataset, data, (w, h))
+            ds = HybridDataset(data, RunConfig().data.mix, seed=0)
+            owl, clip = np.max([max_diff(ds, i) for i in range(5)], axis=0)
+            b, o, b_cpu, o_cpu = rates(ds, args.samples, args.warmup)
+            rows.append((f"{w}x{h}", b, o, o / b, o_cpu / b_cpu, owl, clip))
+    print(f"one worker (torch threads: {torch.get_num_threads()}), {args.samples} samples each")
+    print("     size  baseline/s   ours/s   ratio  CPU ratio  max|diff| OWL, CLIP")
+    for size, b, o, r, r_cpu, owl, clip in rows:
+        print(f"{size:>9}  {b:10.1f}  {o:7.1f}  {r:5.2f}x  {r_cpu:8.2f}x  {owl:.0e}, {clip:.0e}")
+
+
+if __name__ == "__main__":
+    main()
