@@ -5,10 +5,13 @@ Builds a demo world, copies its `dataset/` twice with every JPEG re-encoded at 6
 (a) a baseline doing what the original V* code does per sample: decode the image twice with PIL
 (it uses OpenCV, then PIL), OWL-ViT processor on the first, numpy expand-to-square + CLIP
 processor on the second, and dummy full-resolution `torch.rand(n, H, W)` masks for sources
-without masks; (b) `HybridDataset[i]` (one torchvision decode, no dummy masks). Both build the
-same `draw(i)` samples of the default mix. Prints samples/s of each (wall clock), the ratio and the
-same ratio in process CPU time (steadier on a shared machine) per size, and checks once per size
-that both give the same OWL and CLIP tensors, so the speed-up is not from doing different work.
+without masks; (b) `HybridDataset[i]` (one torchvision decode, resize on uint8, no dummy masks;
+it ships uint8 inputs and the engine normalises them on the training device, as timm's
+prefetcher does), and (b') the same plus that normalisation on the CPU, for CPU-only training.
+All build the same `draw(i)` samples of the default mix. Prints samples/s of each (wall clock),
+the ratios (also in process CPU time, steadier on a shared machine) per size, and checks once per
+size that (a) and (b') give the same OWL and CLIP tensors, so the speed-up is not from doing
+different work.
 Usage: .venv/bin/python benchmarks/bench_dataloader.py [--samples N] [--warmup N]
 """
 
@@ -73,25 +76,32 @@ def baseline_item(ds: HybridDataset, i: int):
     return s
 
 
-def rates(ds: HybridDataset, n: int, warmup: int) -> tuple[float, float, float, float]:
-    """Samples/s (wall, CPU) of baseline and ours. The two alternate sample by sample, each going
-    first every other time, so drift in machine load (2 shared cores) hits both alike."""
-    pipes = (baseline_item, HybridDataset.__getitem__)
-    wall, cpu = [0.0, 0.0], [0.0, 0.0]
+def normalised_item(ds: HybridDataset, i: int):
+    """Ours with the device-side normalisation done here on the CPU (CPU-only training)."""
+    s = ds[i]
+    s.images, s.images_clip = ds.inputs.normalise(s.images), ds.inputs.normalise(s.images_clip)
+    return s
+
+
+def rates(ds: HybridDataset, n: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Samples/s (wall, CPU) of baseline, ours and ours + CPU normalisation. The pipelines take
+    turns sample by sample, in a rotating order, so drift in machine load hits all alike."""
+    pipes = (baseline_item, HybridDataset.__getitem__, normalised_item)
+    wall, cpu = [0.0] * 3, [0.0] * 3
     for i in range(warmup + n):
-        for k in (0, 1) if i % 2 else (1, 0):
+        for k in np.roll(np.arange(3), i):
             t0, c0 = time.perf_counter(), time.process_time()
             pipes[k](ds, i)
             if i >= warmup:
                 wall[k] += time.perf_counter() - t0
                 cpu[k] += time.process_time() - c0
-    return n / wall[0], n / wall[1], n / cpu[0], n / cpu[1]
+    return [n / t for t in wall], [n / t for t in cpu]
 
 
 def max_diff(ds: HybridDataset, i: int) -> tuple[float, float]:
     """Max abs differences (OWL, CLIP) between the two pipelines' inputs for sample i. PIL and
     torchvision both decode with libjpeg-turbo's defaults, so the pixels, hence tensors, match."""
-    a, b = baseline_item(ds, i), ds[i]
+    a, b = baseline_item(ds, i), normalised_item(ds, i)
     owl = (a.images - b.images).abs().max().item()
     return owl, (a.images_clip - b.images_clip).abs().max().item()
 
@@ -110,12 +120,18 @@ def main() -> None:
             resized_copy(world.dataset, data, (w, h))
             ds = HybridDataset(data, RunConfig().data.mix, seed=0)
             owl, clip = np.max([max_diff(ds, i) for i in range(5)], axis=0)
-            b, o, b_cpu, o_cpu = rates(ds, args.samples, args.warmup)
-            rows.append((f"{w}x{h}", b, o, o / b, o_cpu / b_cpu, owl, clip))
+            (b, o, on), (b_cpu, o_cpu, _) = rates(ds, args.samples, args.warmup)
+            rows.append((f"{w}x{h}", b, o, o / b, o_cpu / b_cpu, on, on / b, owl, clip))
     print(f"one worker (torch threads: {torch.get_num_threads()}), {args.samples} samples each")
-    print("     size  baseline/s   ours/s   ratio  CPU ratio  max|diff| OWL, CLIP")
-    for size, b, o, r, r_cpu, owl, clip in rows:
-        print(f"{size:>9}  {b:10.1f}  {o:7.1f}  {r:5.2f}x  {r_cpu:8.2f}x  {owl:.0e}, {clip:.0e}")
+    print(
+        "     size  baseline/s  ours/s  ratio  CPU ratio  +CPU-normalise/s  ratio"
+        "  max|diff| OWL, CLIP"
+    )
+    for size, b, o, r, r_cpu, on, rn, owl, clip in rows:
+        print(
+            f"{size:>9}  {b:10.1f}  {o:6.1f}  {r:4.2f}x  {r_cpu:8.2f}x  {on:16.1f}  {rn:4.2f}x"
+            f"  {owl:.0e}, {clip:.0e}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The two image inputs of the VSM, built with transformers' image processors.
+"""The two image inputs of the VSM, as transformers' image processors define them.
 
 - OWL-ViT (`images`): bicubic resize to S×S (aspect ratio not kept), CLIP mean/std → [3, S, S].
 - CLIP (`images_clip`): pad to a square with the CLIP-mean colour, image at the top-left corner
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as F
+from torchvision.transforms import InterpolationMode
 from transformers import CLIPImageProcessor, OwlViTImageProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -17,9 +19,14 @@ PAD_RGB = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104)
 
 
 class ImageInputs:
-    """Callable pair of processors: `owl(image)` and `clip(image)` take uint8 [H, W, 3] arrays
-    or uint8 [3, H, W] tensors. Tensors skip a conversion: `both(decode_rgb(path))` is the
-    training pipeline's one-decode path."""
+    """Callable pair: `owl(image)` and `clip(image)` take uint8 [H, W, 3] arrays or uint8
+    [3, H, W] tensors; `both(decode_rgb(path))` is the training pipeline's one-decode path.
+
+    The transformers processors (`owl_processor`, `clip_processor`) define the transform; the
+    methods run its torchvision kernels directly on uint8 tensors (bicubic antialiased resize,
+    then fused rescale + normalise), bit-identical to the processors and without their
+    per-call validation and conversions. Training splits the two halves: `resize` in the
+    dataloader workers, `normalise` on the device (as timm's prefetcher does)."""
 
     def __init__(self, owl_size: int = 768, clip_size: int = 224):
         self.owl_processor = OwlViTImageProcessor(
@@ -34,19 +41,37 @@ class ImageInputs:
             image_mean=list(CLIP_MEAN),
             image_std=list(CLIP_STD),
         )
+        self.owl_size, self.clip_size = owl_size, clip_size
+        # rescale (1/255) and normalise fused, as the processors do
+        self._mean = torch.tensor(CLIP_MEAN).view(3, 1, 1) * 255
+        self._std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+
+    def resize(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (OWL-ViT [3, S, S], CLIP [3, s, s]) from one decoded image: what a dataloader
+        worker ships. `normalise` finishes the job on the training device, where it is nearly
+        free and the batch crosses to it at a quarter of the float size."""
+        image = _chw(image)
+        owl = F.resize(image, [self.owl_size] * 2, InterpolationMode.BICUBIC, antialias=True)
+        square = expand_to_square(image)  # the CLIP processor's shortest-edge resize of a square
+        clip = F.resize(square, [self.clip_size] * 2, InterpolationMode.BICUBIC, antialias=True)
+        return owl, clip
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., 3, H, W] → float32, rescaled and normalised with the CLIP mean/std."""
+        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        return images.float().sub_(mean).div_(std)
 
     def owl(self, image) -> torch.Tensor:
-        """[3, S, S] float32."""
-        return self.owl_processor(images=_chw(image), return_tensors="pt")["pixel_values"][0]
+        """[3, S, S] float32: the whole image resized to S×S (aspect ratio not kept)."""
+        return self.both(image)[0]
 
     def clip(self, image) -> torch.Tensor:
-        """[3, s, s] float32."""
-        square = expand_to_square(_chw(image))
-        return self.clip_processor(images=square, return_tensors="pt")["pixel_values"][0]
+        """[3, s, s] float32: the padded square resized (shortest edge s; the crop is a no-op)."""
+        return self.both(image)[1]
 
     def both(self, image) -> tuple[torch.Tensor, torch.Tensor]:
-        image = _chw(image)
-        return self.owl(image), self.clip(image)
+        owl, clip = self.resize(image)
+        return self.normalise(owl), self.normalise(clip)
 
 
 def _chw(image) -> torch.Tensor:
@@ -59,6 +84,9 @@ def expand_to_square(image: torch.Tensor) -> torch.Tensor:
     """uint8 [3, H, W] → [3, M, M], M = max(H, W), padded with `PAD_RGB`, image at top-left."""
     _, h, w = image.shape
     side = max(h, w)
-    out = torch.tensor(PAD_RGB, dtype=torch.uint8).view(3, 1, 1).repeat(1, side, side)
+    out = torch.empty((3, side, side), dtype=torch.uint8, device=image.device)
     out[:, :h, :w] = image
+    for c, value in enumerate(PAD_RGB):
+        out[c, h:, :].fill_(value)
+        out[c, :h, w:].fill_(value)
     return out

@@ -20,6 +20,7 @@ from deepspeed.accelerator import get_accelerator
 from torch.utils.data import DataLoader
 
 from ..model.architecture import vsm_7b, vsm_tiny
+from ..model.image_inputs import ImageInputs
 from ..model.weights import init_vsm_from_base
 from .checkpoints import Checkpoints
 from .collate import Collator
@@ -97,17 +98,20 @@ def build_model(cfg: RunConfig):
 
 
 class _ToDevice:
-    """Moves a collated batch to the device; image inputs take the training dtype."""
+    """Moves a collated batch to the device; the uint8 image inputs are normalised there and
+    take the training dtype."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype):
-        self.device, self.dtype = device, dtype
+    def __init__(self, device: torch.device, dtype: torch.dtype, inputs: ImageInputs):
+        self.device, self.dtype, self.inputs = device, dtype, inputs
 
     def __call__(self, batch: dict) -> dict:
         out = {}
         for k, v in batch.items():
             if isinstance(v, torch.Tensor):
                 v = v.to(self.device, non_blocking=True)
-                out[k] = v.to(self.dtype) if k in ("images", "images_clip") else v
+                if k in ("images", "images_clip"):
+                    v = self.inputs.normalise(v).to(self.dtype)
+                out[k] = v
             elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
                 out[k] = [t.to(self.device, non_blocking=True) for t in v]
             else:
@@ -135,7 +139,6 @@ def train(run_dir: Path) -> None:
         config=deepspeed_config(cfg),
     )
     vsm = engine.module.get_base_model()
-    to_device = _ToDevice(device, DTYPES[cfg.precision])
 
     ckpt = Checkpoints(run_dir / "checkpoints", rank)
     start, best = 0, None
@@ -144,8 +147,13 @@ def train(run_dir: Path) -> None:
         start, best = client["step"], client.get("best")
         log.event("resumed", step=start, tag=ckpt.last, lr=engine.get_lr()[0])
 
-    dataset = HybridDataset(cfg.data.data_dir, cfg.data.mix, cfg.seed, cfg.data.targets_per_sample)
-    image_tokens = (vsm.arch.clip.image_size // vsm.arch.clip.patch_size) ** 2
+    arch = vsm.arch
+    inputs = ImageInputs(arch.owlvit.image_size, arch.clip.image_size)
+    dataset = HybridDataset(
+        cfg.data.data_dir, cfg.data.mix, cfg.seed, cfg.data.targets_per_sample, inputs
+    )
+    to_device = _ToDevice(device, DTYPES[cfg.precision], dataset.inputs)
+    image_tokens = (arch.clip.image_size // arch.clip.patch_size) ** 2
     collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens)
     ga = cfg.optim.grad_accum
     sampler = StepSampler(cfg.optim.micro_batch, rank, world, start=start * ga)

@@ -29,7 +29,8 @@ class DataTreeError(VsmKitError):
 
 
 class HybridDataset(Dataset):
-    """`dataset[i]` → a `Sample` with its two image inputs (the image is decoded once)."""
+    """`dataset[i]` → a `Sample` with its two image inputs, resized uint8 (the image is decoded
+    once; `ImageInputs.normalise` finishes them on the training device)."""
 
     def __init__(
         self,
@@ -78,7 +79,7 @@ class HybridDataset(Dataset):
 
     def __getitem__(self, i: int) -> Sample:
         sample = self.draw(i)
-        sample.images, sample.images_clip = self.inputs.both(decode_rgb(sample.image_path))
+        sample.images, sample.images_clip = self.inputs.resize(decode_rgb(sample.image_path))
         return sample
 
 

@@ -40,8 +40,8 @@ class Sample:
     boxes: list[torch.Tensor]
     bboxes_valid: list[int]
     masks: torch.Tensor | None
-    images: torch.Tensor | None = None  # [3, 768, 768] OWL-ViT input
-    images_clip: torch.Tensor | None = None  # [3, 224, 224] CLIP input
+    images: torch.Tensor | None = None  # uint8 [3, 768, 768] OWL-ViT input, not normalised
+    images_clip: torch.Tensor | None = None  # uint8 [3, 224, 224] CLIP input, not normalised
 
     @property
     def masks_valid(self) -> list[int]:

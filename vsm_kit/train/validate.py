@@ -39,7 +39,7 @@ def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: 
     # inter, union, per-mask IoU sum, masks, hits, queries
     sums = torch.zeros(6, dtype=torch.float64)
     for sample in samples[rank::world]:
-        sample.images, sample.images_clip = inputs.both(decode_rgb(sample.image_path))
+        sample.images, sample.images_clip = inputs.resize(decode_rgb(sample.image_path))
         batch = to_device(collator([sample]))
         p = model.predict(batch, masks_for=[sample.masks is not None])
         for q, gt in enumerate(batch["bboxes_labels_list"]):
