@@ -167,10 +167,10 @@ class VSMForCausalLM(LlamaForCausalLM):
         """One image's masks for its queries: [Q, h, w] logits at `size` (default: low-res)."""
         m = self.model
         image_embedding = m.visual_projection(feature_map).permute(0, 3, 1, 2)
-        g = image_embedding.shape[-1]
-        dense = m.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            seg_queries.shape[0], -1, g, g
-        )
+        g, g_dev = image_embedding.shape[-1], image_embedding.device
+        # through the module, not `.weight`: ZeRO-3 gathers a parameter only inside its forward
+        no_mask = m.prompt_encoder.no_mask_embed(torch.zeros(1, dtype=torch.long, device=g_dev))
+        dense = no_mask.reshape(1, -1, 1, 1).expand(seg_queries.shape[0], -1, g, g)
         low_res, _ = m.mask_decoder(
             image_embeddings=image_embedding,
             image_pe=m.prompt_encoder.get_dense_pe().to(image_embedding.dtype),
