@@ -230,21 +230,24 @@ class VSMForCausalLM(LlamaForCausalLM):
         fmaps = self.owl_features(batch["images"].to(seg_q.dtype))
         if masks_for is None:  # no full-size masks for images without mask supervision
             masks_for = [bool(v.any()) for v in batch["masks_valid_list"]]
-        det_logits, det_boxes, masks = [], [], []
+        det_logits, det_boxes, masks, unsupervised = [], [], [], []
         for i in range(fmaps.shape[0]):
             sel = query_image == i
             logits_i, boxes_i = self.model.owlvit.detect(fmaps[i : i + 1], det_q[sel])
             det_logits.append(logits_i)
             det_boxes.append(boxes_i)
-            size = tuple(batch["masks_list"][i].shape[-2:])
-            masks.append(
-                self.predict_masks(fmaps[i : i + 1], seg_q[sel], size) if masks_for[i] else None
-            )
-        anchor = None
-        if self.training and not any(masks_for):
-            # a low-res mask nobody supervises keeps every head in the graph, so all ranks
-            # reduce the same gradients whatever their batches hold
-            anchor = self.predict_masks(fmaps[:1], seg_q[query_image == 0][:1]).sum() * 0
+            if masks_for[i]:
+                size = tuple(batch["masks_list"][i].shape[-2:])
+                masks.append(self.predict_masks(fmaps[i : i + 1], seg_q[sel], size))
+            else:
+                masks.append(None)
+                if self.training:
+                    # low-res masks nobody supervises: every rank runs the same modules in the
+                    # same order whatever its batch holds (ZeRO-2 reduces the same gradients,
+                    # ZeRO-3 gathers the same parameters) at a small cost
+                    low_res = self.predict_masks(fmaps[i : i + 1], seg_q[sel])
+                    unsupervised.append(low_res.sum() * 0)
+        anchor = torch.stack(unsupervised).sum() if unsupervised else None
         return {
             "logits": logits,
             "labels": labels,

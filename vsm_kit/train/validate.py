@@ -38,10 +38,17 @@ def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: 
     model.eval()
     # inter, union, per-mask IoU sum, masks, hits, queries
     sums = torch.zeros(6, dtype=torch.float64)
-    for sample in samples[rank::world]:
+    mine = samples[rank::world]
+    # every rank runs as many forwards (ZeRO-3 gathers parameters collectively): pad with a
+    # repeat whose result is not counted
+    rounds = -(-len(samples) // world)
+    for k in range(rounds):
+        sample = mine[k] if k < len(mine) else samples[0]
         sample.images, sample.images_clip = inputs.resize(decode_rgb(sample.image_path))
         batch = to_device(collator([sample]))
         p = model.predict(batch, masks_for=[sample.masks is not None])
+        if k >= len(mine):
+            continue
         for q, gt in enumerate(batch["bboxes_labels_list"]):
             best = p["det_logits"][q, :, 0].argmax()
             box = box_convert(p["det_boxes"][q, best : best + 1].float(), "cxcywh", "xyxy")
