@@ -150,7 +150,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--dry-run", action="store_true", help="validate and print the command only")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("convert", help="ZeRO checkpoint of a run → fp32 safetensors")
+    p.add_argument("run_dir", help="the run folder (holds config.yaml and checkpoints/)")
+    p.add_argument("--tag", help="checkpoint tag, e.g. global_step500 (default: the last)")
+    p.add_argument("--out", help="output file (default: RUN_DIR/weights_fp32.safetensors)")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("merge", help="merge LoRA into the base; save and verify a HF folder")
+    p.add_argument("--weights", required=True, help="the converted fp32 safetensors file")
+    p.add_argument("--out", required=True, help="the merged model folder to write")
+    p.add_argument("--base", help="LLaVA base folder (default: from the run's config)")
+    p.add_argument("--config", help="the run's config.yaml (default: beside --weights)")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--no-verify", action="store_true", help="skip the output comparison")
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("convert-merge", help="convert, then merge, a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the merged model folder to write")
+    p.add_argument("--tag", help="checkpoint tag (default: the last)")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--no-verify", action="store_true")
+    p.set_defaults(func=_convert_merge)
     return parser
+
+
+def _convert(args) -> int:
+    from .convert import convert
+
+    print(convert(args.run_dir, args.tag, args.out))
+    return 0
+
+
+def _merge(args) -> int:
+    from pathlib import Path
+
+    from .convert import merge
+    from .train.config import RunConfig
+
+    config = RunConfig.load(args.config or Path(args.weights).parent / "config.yaml")
+    if args.base:
+        config = config.replace(**{"weights.base": args.base})
+    print(merge(config, args.weights, args.out, dtype=args.dtype, verify=not args.no_verify))
+    return 0
+
+
+def _convert_merge(args) -> int:
+    from .convert import convert_merge
+
+    converted, merged = convert_merge(
+        args.run_dir, args.out, args.tag, dtype=args.dtype, verify=not args.no_verify
+    )
+    print(converted)
+    print(merged)
+    return 0
 
 
 def _train(args) -> int:

@@ -29,6 +29,23 @@ def atomic_write(path: str | Path, mode: str = "wb"):
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path` for a writer that wants a file name (safetensors);
+    renamed over `path` when the block finishes, removed on any exception."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield an empty temporary folder beside `path`; when the block finishes it replaces `path`
     (the old folder is removed only after the new one is in place). On any exception the

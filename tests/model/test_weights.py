@@ -31,7 +31,10 @@ def test_save_then_load_gives_identical_outputs(demo_world, tiny_vsm, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "added_tokens.json",
         "config.json",
+        "generation_config.json",
         "model.safetensors",
+        "owlvit",  # OWL-ViT's preprocessor_config.json
+        "preprocessor_config.json",  # CLIP's
         "special_tokens_map.json",
         "tokenizer.model",
         "tokenizer_config.json",

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
@@ -16,6 +18,7 @@ from transformers import CLIPImageProcessor, OwlViTImageProcessor
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PAD_RGB = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104)
+OWLVIT_PROCESSOR_DIR = "owlvit"
 
 
 class ImageInputs:
@@ -45,6 +48,12 @@ class ImageInputs:
         # rescale (1/255) and normalise fused, as the processors do
         self._mean = torch.tensor(CLIP_MEAN).view(3, 1, 1) * 255
         self._std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+
+    def save_pretrained(self, folder) -> None:
+        """Both processor configs: CLIP's at the top (where LLaVA-style loaders look) and
+        OWL-ViT's in `owlvit/`, so a saved model folder needs nothing else to preprocess."""
+        self.clip_processor.save_pretrained(str(folder))
+        self.owl_processor.save_pretrained(str(Path(folder) / OWLVIT_PROCESSOR_DIR))
 
     def resize(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (OWL-ViT [3, S, S], CLIP [3, s, s]) from one decoded image: what a dataloader

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import CLIPVisionConfig, CLIPVisionModel, OwlViTConfig
+from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, OwlViTConfig
 
 from ..errors import MissingDataError, VsmKitError
 from ..fsutil import atomic_dir
 from .architecture import ClipArch, LlamaArch, OwlViTArch, SamArch, VSMArch, vsm_7b
 from .heads import OwlViTParts
+from .image_inputs import ImageInputs
 from .tokenizer import load_tokenizer, save_tokenizer
 from .vsm import VSMForCausalLM, llama_config
 
@@ -293,8 +294,9 @@ def save_vsm(
     clip_name: str,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Save weights (safetensors, without the CLIP tower), config and tokenizer into `out`,
-    written in a temporary folder beside it and renamed into place at the end."""
+    """Save weights (safetensors, without the CLIP tower), config, generation config, tokenizer
+    and both image-processor configs into `out`, written in a temporary folder beside it and
+    renamed into place at the end."""
     out = Path(out)
     with atomic_dir(out) as tmp:
         state = {
@@ -304,7 +306,13 @@ def save_vsm(
         }
         _save_sharded(state, tmp)
         (tmp / "config.json").write_text(json.dumps(original_config(model, clip_name), indent=2))
+        GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ).save_pretrained(str(tmp))
         save_tokenizer(tokenizer, tmp)
+        ImageInputs(model.arch.owlvit.image_size, model.arch.clip.image_size).save_pretrained(tmp)
     return out
 
 

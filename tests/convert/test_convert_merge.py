@@ -1,0 +1,141 @@
+"""A 2-rank CPU training run → fp32 safetensors → merged, verified Hugging Face folder."""
+
+import hashlib
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, CLIPImageProcessor, OwlViTImageProcessor
+
+import vsm_kit
+from vsm_kit.convert import ConvertError, MergeError, convert, convert_merge, merge
+from vsm_kit.model import VSMPredictor, vsm_tiny
+from vsm_kit.model import weights as weights_module
+from vsm_kit.train.config import RunConfig
+from vsm_kit.train.launch import TrainingRun
+
+CONFIGS = Path(vsm_kit.__file__).parent / "configs"
+merge_module = importlib.import_module("vsm_kit.convert.merge")  # the name `merge` is the function
+
+
+@pytest.fixture(scope="module")
+def run_dir(demo_world, tmp_path_factory):
+    cfg = RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+        **{
+            "data.data_dir": str(demo_world.dataset),
+            "weights.dir": str(demo_world.weights),
+            "output_dir": str(tmp_path_factory.mktemp("convert") / "run"),
+            "max_steps": 3,
+        }
+    )
+    run = TrainingRun.start(cfg, num_gpus=2)
+    assert run.wait(600) == "finished", run.log_tail(40)
+    return run.output_dir
+
+
+@pytest.fixture(scope="module")
+def converted(run_dir):
+    return convert(run_dir)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_convert_merge_reload_offline_and_verify(run_dir, converted, demo_world, tmp_path):
+    assert converted.tag == "global_step3" and converted.out.exists()
+    assert converted.trainable > 0 and converted.frozen > 0 and not converted.extra
+    out = tmp_path / "merged"
+    _, report = convert_merge(run_dir, out, dtype="bf16")
+    assert report.verified and set(report.differences) == {
+        "lm_logits",
+        "box_logits",
+        "boxes",
+        "mask_logits",
+    }
+    assert max(report.differences.values()) <= report.tolerance
+    # everything to use the folder offline is in it (the test session runs HF_HUB_OFFLINE=1)
+    AutoTokenizer.from_pretrained(out)
+    assert CLIPImageProcessor.from_pretrained(out).crop_size["height"] == 224
+    assert OwlViTImageProcessor.from_pretrained(out / "owlvit").size["height"] == 768
+    assert (out / "generation_config.json").exists()
+    predictor = VSMPredictor.from_pretrained(out, device="cpu")
+    record = vsm_kit.data.open_source("cocostuff", demo_world.dataset)[0]
+    predictor.set_image(record.load_image())
+    assert np.isfinite(predictor.detect("person").scores).all()
+
+
+def test_fp32_merge_matches_to_float_precision(run_dir, converted, tmp_path):
+    config = RunConfig.load(run_dir / "config.yaml")
+    report = merge(config, converted.out, tmp_path / "fp32", dtype="fp32")
+    assert max(report.differences.values()) < 1e-5
+
+
+def test_interrupted_merge_leaves_no_partial_folder_and_the_old_one_intact(
+    run_dir, converted, tmp_path, monkeypatch
+):
+    config = RunConfig.load(run_dir / "config.yaml")
+    out = tmp_path / "merged"
+    merge(config, converted.out, out, dtype="fp32", verify=False)
+    before = _digest(out)
+
+    def interrupted(*args, **kwargs):  # the weights are written, the tokenizer is not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights_module, "save_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        merge(config, converted.out, out, dtype="bf16", verify=False)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary leftovers
+    with pytest.raises(KeyboardInterrupt):
+        merge(config, converted.out, tmp_path / "fresh", dtype="bf16", verify=False)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_checkpoint_from_another_base_names_the_keys(run_dir, converted, tmp_path):
+    # what a run on a base with a wider MLP (intermediate 96, not 128) would have saved
+    state = load_file(converted.out)
+    for k, v in state.items():
+        if ".mlp." in k:
+            state[k] = torch.zeros(
+                [96 if d == vsm_tiny().llama.intermediate_size else d for d in v.shape]
+            )
+    foreign = tmp_path / "foreign.safetensors"
+    save_file(state, foreign)
+    config = RunConfig.load(run_dir / "config.yaml")
+    with pytest.raises(MergeError) as err:
+        merge(config, foreign, tmp_path / "merged")
+    text = str(err.value)
+    assert "shape mismatch" in text and "layers.0.mlp.gate_proj.weight" in text
+    assert "foreign.safetensors" in text and config.weights.base in text
+    assert not (tmp_path / "merged").exists()
+
+
+def test_convert_names_trainable_parameters_the_checkpoint_lacks(run_dir, tmp_path):
+    config = RunConfig.load(run_dir / "config.yaml")
+    # a run that adapted k_proj as well would have LoRA tensors this checkpoint does not hold
+    (tmp_path / "checkpoints").symlink_to(run_dir / "checkpoints")
+    config.replace(**{"lora.targets": ["q_proj", "k_proj", "v_proj"]}).save(
+        tmp_path / "config.yaml"
+    )
+    with pytest.raises(ConvertError) as err:
+        convert(tmp_path)
+    assert "k_proj.lora_A" in str(err.value)
+    assert not (tmp_path / "weights_fp32.safetensors").exists()
+
+
+def test_merge_refuses_when_ram_is_short(run_dir, converted, tmp_path, monkeypatch):
+    class Tiny:
+        available = 1024**3 // 2
+
+    monkeypatch.setattr(merge_module.psutil, "virtual_memory", lambda: Tiny)
+    with pytest.raises(MergeError) as err:
+        merge(RunConfig.load(run_dir / "config.yaml"), converted.out, tmp_path / "m")
+    assert "needs ~" in str(err.value) and "available" in str(err.value)

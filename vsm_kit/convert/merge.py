@@ -1,0 +1,177 @@
+"""LoRA merge: the run's model rebuilt from its base, the converted weights loaded strictly,
+LoRA folded into the base, saved as a Hugging Face folder, then verified.
+
+The folder holds safetensors shards, `config.json` (the original merged model's form),
+`generation_config.json`, the tokenizer and both image-processor configs; it is written beside
+its destination and renamed into place, so an interrupted merge changes nothing. Verification
+reloads the folder and compares LM logits, box logits, boxes and mask logits on a fixed input
+with the unmerged LoRA model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from safetensors import safe_open
+
+from ..errors import VsmKitError
+from ..model.conversation import render, tokenize_with_image
+from ..model.image_inputs import ImageInputs
+from ..model.weights import check_and_load, init_vsm_from_base, load_vsm, save_vsm
+from ..train.config import RunConfig
+from ..train.lora import wrap_lora
+from ..train.samples import ANSWER, QUESTION
+from .zero import ConvertReport, arch_of, convert
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# max |merged − unmerged| / max |unmerged| allowed per output, by the saved dtype
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
+GiB = 1024**3
+
+
+class MergeError(VsmKitError):
+    """The merge cannot run here, or its result does not match the unmerged model."""
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    dtype: str
+    seconds: float
+    differences: dict[str, float] = field(default_factory=dict)  # relative, per output
+    tolerance: float | None = None
+
+    @property
+    def verified(self) -> bool | None:
+        if not self.differences:
+            return None
+        return max(self.differences.values()) <= self.tolerance
+
+    def __str__(self) -> str:
+        lines = [f"merged model ({self.dtype}) → {self.out} in {self.seconds:.1f} s"]
+        if self.differences:
+            lines.append(f"verification (max |Δ| / max |ref|, tolerance {self.tolerance:g}):")
+            lines += [f"  {k:<12} {v:.2e}" for k, v in self.differences.items()]
+            lines.append("  passed" if self.verified else "  FAILED")
+        return "\n".join(lines)
+
+
+def ram_needed(weights: Path, dtype: str) -> int:
+    """Bytes a CPU merge holds at its peak: the fp32 checkpoint, the fp32 model it loads into,
+    the saved copy in `dtype`, and the reloaded one for verification, plus 2 GiB of slack."""
+    fp32 = weights.stat().st_size
+    out = fp32 * torch.finfo(DTYPES[dtype]).bits // 32
+    return 2 * fp32 + 2 * out + 2 * GiB
+
+
+def check_ram(weights: Path, dtype: str) -> None:
+    need, have = ram_needed(weights, dtype), psutil.virtual_memory().available
+    if need > have:
+        raise MergeError(
+            f"merging {weights.name} in {dtype} needs ~{need / GiB:.0f} GiB of RAM; this machine "
+            f"has {have / GiB:.0f} GiB available. Run it on a machine with more memory, or close "
+            "what else is using it (the merge holds the fp32 weights and the model at once)."
+        )
+
+
+def merge(
+    config: RunConfig,
+    weights: str | Path,
+    out: str | Path,
+    dtype: str = "bf16",
+    verify: bool = True,
+) -> MergeReport:
+    """Merge the LoRA run described by `config` (its base, CLIP, OWL-ViT and LoRA settings)
+    with the converted `weights` into the folder `out`."""
+    if dtype not in DTYPES:
+        raise MergeError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    weights, out = Path(weights), Path(out)
+    if not weights.exists():
+        raise MergeError(f"{weights} does not exist: run `vsm-kit convert RUN_DIR` first")
+    check_ram(weights, dtype)
+    start = time.perf_counter()
+    clip = config.weight_path("clip")
+    model, tokenizer, ids = init_vsm_from_base(
+        config.weight_path("base"), clip, config.weight_path("owlvit"), arch_of(config)
+    )
+    peft = wrap_lora(model, config.lora)
+    with safe_open(str(weights), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    try:
+        check_and_load(peft, state)
+    except VsmKitError as err:
+        raise MergeError(
+            f"{weights} does not fit the run's base {config.weight_path('base')}:\n{err}"
+        ) from None
+    del state
+    peft.eval()
+    probe = probe_batch(tokenizer, ids, model.arch)
+    reference = outputs(peft.get_base_model(), probe) if verify else None
+    merged = peft.merge_and_unload()
+    save_vsm(merged, tokenizer, out, clip_name=clip, dtype=DTYPES[dtype])
+    report = MergeReport(out, dtype, 0.0)
+    if verify:
+        del merged, peft, model
+        loaded, _, _ = load_vsm(out, clip=clip, dtype=DTYPES[dtype], arch=arch_of(config))
+        got = outputs(loaded, probe)
+        report.differences = {k: _relative(got[k], reference[k]) for k in reference}
+        report.tolerance = TOLERANCE[dtype]
+    report.seconds = time.perf_counter() - start
+    if report.verified is False:
+        raise MergeError(f"the saved model differs from the unmerged one:\n{report}")
+    return report
+
+
+def convert_merge(
+    run_dir: str | Path,
+    out: str | Path,
+    tag: str | None = None,
+    dtype: str = "bf16",
+    verify: bool = True,
+) -> tuple[ConvertReport, MergeReport]:
+    """Both steps for a run folder, with the base and weight paths from its saved config."""
+    converted = convert(run_dir, tag)
+    config = RunConfig.load(Path(run_dir) / "config.yaml")
+    return converted, merge(config, converted.out, out, dtype=dtype, verify=verify)
+
+
+def probe_batch(tokenizer, ids, arch, seed: int = 0) -> dict:
+    """A fixed input: a seeded noise image, one detection query, a mask at image size."""
+    image = np.random.default_rng(seed).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    owl, clip = ImageInputs(arch.owlvit.image_size, arch.clip.image_size).both(image)
+    text = render([QUESTION.format("red ball"), ANSWER])
+    input_ids = torch.tensor([tokenize_with_image(text, tokenizer)])
+    return {
+        "images": owl[None],
+        "images_clip": clip[None],
+        "input_ids": input_ids,
+        "labels": input_ids.clone(),
+        "attention_masks": torch.ones_like(input_ids, dtype=torch.bool),
+        "offset": torch.tensor([0, 1]),
+        "bboxes_labels_list": [torch.tensor([[0.5, 0.5, 0.2, 0.2]])],
+        "bboxes_valid_list": torch.tensor([1]),
+        "masks_list": [torch.zeros(1, 240, 320)],
+        "masks_valid_list": [torch.tensor([1])],
+    }
+
+
+@torch.no_grad()
+def outputs(model, batch: dict) -> dict[str, torch.Tensor]:
+    dtype = next(model.parameters()).dtype
+    batch = {k: v.to(dtype) if k in ("images", "images_clip") else v for k, v in batch.items()}
+    p = model.predict(batch, masks_for=[True])
+    return {
+        "lm_logits": p["logits"].float(),
+        "box_logits": p["det_logits"].float(),
+        "boxes": p["det_boxes"].float(),
+        "mask_logits": p["masks"][0].float(),
+    }
+
+
+def _relative(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-12))
