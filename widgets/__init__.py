@@ -1,7 +1,8 @@
 """ipywidgets panels over vsm_kit; each has methods tests call instead of clicks."""
 
 from .dataset_browser import DatasetBrowser
+from .merge_panel import MergePanel
 from .run_form import RunForm
 from .run_monitor import RunMonitor
 
-__all__ = ["DatasetBrowser", "RunForm", "RunMonitor"]
+__all__ = ["DatasetBrowser", "MergePanel", "RunForm", "RunMonitor"]

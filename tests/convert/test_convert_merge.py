@@ -139,3 +139,14 @@ def test_merge_refuses_when_ram_is_short(run_dir, converted, tmp_path, monkeypat
     with pytest.raises(MergeError) as err:
         merge(RunConfig.load(run_dir / "config.yaml"), converted.out, tmp_path / "m")
     assert "needs ~" in str(err.value) and "available" in str(err.value)
+
+
+def test_merge_panel_runs_both_steps_and_shows_the_verification(run_dir, tmp_path):
+    from widgets import MergePanel
+
+    panel = MergePanel(run_dir, tmp_path / "merged", dtype="fp32")
+    report = panel.run()
+    assert report.verified and panel.progress.value == panel.progress.max
+    assert "passed" in panel.report_html.value and "mask_logits" in panel.report_html.value
+    panel.run_dir.value = str(tmp_path / "nowhere")
+    assert panel.run() is None and "nowhere" in panel.status.value

@@ -142,3 +142,36 @@ def render_png(fig: Figure, dpi: int = 90, close: bool = True) -> bytes:
     if close:
         plt.close(fig)
     return buf.getvalue()
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    scores: np.ndarray,
+    target: str,
+    mask_logits: np.ndarray | None = None,
+    top: int = 3,
+) -> Figure:
+    """An image with the `top` highest-scoring boxes (`xyxy_px`) for `target`, their scores,
+    and the mask (logits > 0) when given."""
+    h, w = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1)))
+    shown = image if mask_logits is None else overlay_masks(image, [mask_logits > 0])
+    ax.imshow(shown)
+    for k in np.argsort(-np.asarray(scores))[:top]:
+        x0, y0, x1, y1 = boxes_xyxy[k]
+        color = target_color(0 if k == np.argmax(scores) else 1)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, ec=color))
+        ax.text(
+            x0,
+            y0,
+            f"{scores[k]:.2f}",
+            color="white",
+            fontsize=8,
+            va="bottom",
+            bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "lw": 0},
+        )
+    ax.set_title(f"{target!r}: top {min(top, len(scores))} boxes")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,82 @@
+"""Convert a run's checkpoint and merge it into a verified Hugging Face folder."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import ipywidgets as W
+from IPython.display import display
+
+from vsm_kit.convert import MergeReport, convert, merge
+from vsm_kit.train.config import RunConfig
+
+from ._guard import error_html, guarded
+
+
+class MergePanel:
+    """Run folder, output folder, dtype and verify controls, one button, a three-stage
+    progress bar and the verification table. Tests call `run()` instead of clicking."""
+
+    def __init__(self, run_dir: str | Path = "", out: str | Path = "", dtype: str = "bf16"):
+        self.run_dir = W.Text(str(run_dir), description="run folder")
+        self.out = W.Text(str(out), description="merged to")
+        self.dtype = W.Dropdown(options=["bf16", "fp16", "fp32"], value=dtype, description="dtype")
+        self.verify = W.Checkbox(value=True, description="verify", indent=False)
+        self.button = W.Button(description="convert + merge", icon="compress")
+        self.progress = W.IntProgress(min=0, max=3, description="steps")
+        self.status = W.HTML()
+        self.report_html = W.HTML()
+        self.output = W.Output()
+        self.report: MergeReport | None = None
+        self.button.on_click(lambda _: self.run())
+        self.widget = W.VBox(
+            [
+                W.HBox([self.run_dir, self.out]),
+                W.HBox([self.dtype, self.verify, self.button]),
+                W.HBox([self.progress, self.status]),
+                self.report_html,
+                self.output,
+            ]
+        )
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+    def show_error(self, message: str) -> None:
+        self.status.value = error_html(message)
+
+    def _stage(self, n: int, text: str) -> None:
+        self.progress.value = n
+        self.status.value = html.escape(text)
+
+    @guarded
+    def run(self) -> MergeReport:
+        """Convert the run's last checkpoint, merge, save and (optionally) verify."""
+        self.report = None
+        self.report_html.value = ""
+        run_dir, out = Path(self.run_dir.value), Path(self.out.value)
+        self._stage(0, f"converting the last checkpoint of {run_dir} …")
+        converted = convert(run_dir)
+        self._stage(1, f"{converted}; merging …")
+        config = RunConfig.load(run_dir / "config.yaml")
+        self.report = merge(
+            config, converted.out, out, dtype=self.dtype.value, verify=self.verify.value
+        )
+        self._stage(3, f"saved {out}")
+        self.report_html.value = _table(self.report)
+        return self.report
+
+
+def _table(report: MergeReport) -> str:
+    if not report.differences:
+        return f"<p>merged in {report.seconds:.1f} s (not verified)</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.2e}</td></tr>" for k, v in report.differences.items()
+    )
+    verdict = "passed" if report.verified else "FAILED"
+    return (
+        f"<table><tr><th>output</th><th>max |Δ| / max |ref|</th></tr>{rows}</table>"
+        f"<p>tolerance {report.tolerance:g} ({report.dtype}): <b>{verdict}</b>; "
+        f"{report.seconds:.1f} s</p>"
+    )
