@@ -1,0 +1,130 @@
+"""The guided search against a scripted double (tests/search/oracle.py)."""
+
+import numpy as np
+import pytest
+
+from vsm_kit.search import SearchConfig, context_phrase, split, visual_search
+from vsm_kit.search.cues import CONTEXT_QUESTION, location_phrase
+
+from .oracle import ScriptedOracle, coordinate_image
+
+TARGET = (1600, 1200, 1640, 1240)  # xyxy in a 2048×1536 image
+
+
+def _contains(box_xywh, target=TARGET):
+    x, y, w, h = box_xywh
+    return x <= target[0] and y <= target[1] and target[2] <= x + w and target[3] <= y + h
+
+
+def test_finds_a_small_target_following_the_target_cue():
+    oracle = ScriptedOracle(TARGET, sees_below=400)
+    result = visual_search(oracle, coordinate_image(2048, 1536), "dog")
+    assert result.found and result.score == pytest.approx(0.9)
+    assert result.box_xywh == (1600, 1200, 40, 40)
+    # whole image → the quarter holding the target → its quarter, small enough to see it
+    assert [s.box_xywh for s in result.steps] == [
+        (0, 0, 2048, 1536),
+        (1024, 768, 1024, 768),
+        (1536, 1152, 512, 384),
+    ]
+    assert [s.level for s in result.steps] == [1, 2, 3]
+    assert [s.parent for s in result.steps] == [-1, 0, 1]
+    assert [s.cue for s in result.steps] == ["target", "target", None]
+    assert result.path_length == 3 and result.model_calls == 3 and result.encodes == 3
+    assert oracle.patches == [s.box_xywh for s in result.steps]  # each patch encoded once
+
+
+def test_a_weak_target_cue_falls_back_to_the_context_cue():
+    oracle = ScriptedOracle(TARGET, sees_below=400, cue_peak=2.0)  # below the 3.0 minimum
+    result = visual_search(oracle, coordinate_image(2048, 1536), "dog")
+    assert result.found and result.box_xywh == (1600, 1200, 40, 40)
+    assert oracle.questions == [CONTEXT_QUESTION.format("dog")] * 2
+    assert oracle.phrases == ["on the red mat"] * 2  # one noun chunk (or spaCy-less fallback)
+    assert all(s.cue.startswith("context: ") for s in result.steps[:2])
+    assert result.model_calls == 3 + 2 * 2
+
+
+def test_the_target_cue_threshold_decays_with_depth():
+    config = SearchConfig(minimum_size=100, minimum_size_scale=100)
+    assert [config.cue_threshold(k) for k in (1, 2, 3, 4)] == pytest.approx([6, 4.2, 3.0, 3.0])
+    oracle = ScriptedOracle(TARGET, sees_below=200, cue_peak=4.0)
+    result = visual_search(oracle, coordinate_image(2048, 1536), "dog", config)
+    assert result.found and [s.level for s in result.steps] == [1, 2, 3, 4]
+    cues = [s.cue.split(":")[0] if s.cue else None for s in result.steps]
+    assert cues == ["context", "context", "target", None]  # 4 < 6, 4 < 4.2, 4 > 3
+
+
+def test_patches_at_the_minimum_size_are_not_split_and_the_fallback_finds_the_best():
+    target = (700, 500, 730, 530)
+    # tentative scores grow with depth where the target is, so the best is the deepest one
+    oracle = ScriptedOracle(
+        target, sees_below=0, miss_score=lambda level, has: 0.2 + 0.05 * level if has else 0.1
+    )
+    result = visual_search(oracle, coordinate_image(1024, 768), "dog")
+    smallest = SearchConfig().smallest_size(1024, 768)  # max(ceil(768 / 4), 224) = 224
+    assert len(result.steps) == 1 + 4 + 16  # every patch down to the minimum, then the end
+    parents = {s.parent for s in result.steps}
+    for s in result.steps:
+        if min(s.box_xywh[2:]) <= smallest:
+            assert s.index not in parents  # never split
+    best = max(result.steps, key=lambda s: s.top_score)
+    assert best.level == 3 and _contains(best.box_xywh, target)
+    assert result.found and result.score == pytest.approx(0.35)  # ≥ confidence_low 0.3
+    assert result.path_length == best.index + 1
+    assert result.box_xywh == (700, 500, 30, 30)
+
+
+def test_the_fallback_below_the_low_confidence_is_a_miss():
+    oracle = ScriptedOracle((700, 500, 730, 530), sees_below=0, miss_score=0.25)
+    result = visual_search(oracle, coordinate_image(1024, 768), "dog")
+    assert not result.found and result.score == pytest.approx(0.25)
+
+
+def test_every_confident_box_on_the_whole_image_is_returned():
+    oracle = ScriptedOracle(
+        (10, 10, 50, 50), sees_below=10_000, extra_root_boxes=[(100, 100, 140, 150)]
+    )
+    result = visual_search(oracle, coordinate_image(640, 480), "dog")
+    assert result.found and result.path_length == 1
+    assert result.all_boxes_xywh == [(10, 10, 40, 40), (100, 100, 40, 50)]
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        (
+            (0, 0, 100, 300),
+            [(0, 0, 100, 75), (0, 75, 100, 75), (0, 150, 100, 75), (0, 225, 100, 75)],
+        ),
+        (
+            (10, 0, 301, 100),
+            [(10, 0, 75, 100), (85, 0, 75, 100), (160, 0, 75, 100), (235, 0, 76, 100)],
+        ),
+        ((0, 0, 101, 99), [(0, 0, 50, 49), (50, 0, 51, 49), (0, 49, 50, 50), (50, 49, 51, 50)]),
+    ],
+)
+def test_split_by_aspect_ratio_with_the_remainder_last(box, expected):
+    parts = split(box)
+    assert parts == expected
+    assert sum(w * h for _, _, w, h in parts) == box[2] * box[3]
+
+
+def test_context_phrases():
+    answer = "The cup is most likely to appear on the kitchen table."
+    assert location_phrase(answer, "cup") == "on the kitchen table"
+    assert (
+        location_phrase("Near the dog, the ball is most likely to appear by the dog.", "dog") == ""
+    )
+    assert context_phrase("It is most likely to appear", "cup") == "region "
+    assert context_phrase(answer, "cup") in ("on the kitchen table", "the kitchen table")
+
+
+def test_result_serialises_to_json_ready_data():
+    import json
+
+    result = visual_search(
+        ScriptedOracle(TARGET, sees_below=400), coordinate_image(2048, 1536), "dog"
+    )
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["found"] and len(data["steps"]) == 3 and "heatmap" not in data["steps"][0]
+    assert isinstance(result.steps[0].heatmap, np.ndarray)

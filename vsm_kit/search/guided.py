@@ -1,0 +1,212 @@
+"""V*'s guided visual search (§10): detect on the patch; when not confident, follow the target
+cue (the detection's own mask logits) or, when that is weak, a contextual cue (ask where the
+target would be, segment the answer) into four sub-patches, best first across all depths.
+
+The model is anything with the `SearchModel` methods; `VSMPredictor` is one (`set_image` encodes
+a patch once; `locate` gives boxes, scores and the target-cue map from one forward pass), and
+tests drive the algorithm with a scripted double.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .config import SearchConfig
+from .cues import CONTEXT_QUESTION, context_phrase
+
+
+class SearchModel(Protocol):
+    def set_image(self, image: np.ndarray) -> None:
+        """uint8 [h, w, 3]: the patch every following call is about."""
+
+    def locate(self, target: str):
+        """`.boxes_xyxy` float [P, 4] in patch pixels, `.scores` [P] in [0, 1] and
+        `.mask_logits` float [h, w] for "Please locate the {target} in this image."."""
+
+    def segment(self, phrase: str) -> np.ndarray:
+        """Mask logits float [h, w] for the phrase."""
+
+    def answer(self, question: str) -> str: ...
+
+
+@dataclass
+class Step:
+    """One visited patch. `box_xywh` in image pixels; `detection_xywh` in patch pixels."""
+
+    index: int
+    box_xywh: tuple[int, int, int, int]
+    level: int
+    score: float | None  # the sub-patch score that queued it (None for the whole image)
+    parent: int  # index of the parent step (-1 for the whole image)
+    top_score: float = 0.0
+    detection_xywh: tuple[float, float, float, float] | None = None
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # float32 [h, w] in [0, 1]
+    cue: str | None = None  # "target", or "context: <answer>#<phrase>"
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "box_xywh": list(self.box_xywh),
+            "level": self.level,
+            "score": self.score,
+            "parent": self.parent,
+            "top_score": self.top_score,
+            "detection_xywh": None if self.detection_xywh is None else list(self.detection_xywh),
+            "cue": self.cue,
+        }
+
+
+@dataclass
+class SearchResult:
+    target: str
+    found: bool
+    box_xywh: tuple[float, float, float, float] | None  # image pixels
+    score: float
+    steps: list[Step]  # every visited patch, in visiting order
+    path_length: int  # steps up to the one that gave the box
+    model_calls: int  # locate + segment + answer calls
+    encodes: int  # patches encoded (set_image)
+    seconds: float
+    all_boxes_xywh: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in ("target", "found", "score", "path_length")}
+        out |= {"model_calls": self.model_calls, "encodes": self.encodes, "seconds": self.seconds}
+        out["box_xywh"] = None if self.box_xywh is None else list(self.box_xywh)
+        out["all_boxes_xywh"] = [list(b) for b in self.all_boxes_xywh]
+        out["steps"] = [s.to_dict() for s in self.steps]
+        return out
+
+
+def visual_search(
+    model: SearchModel, image: np.ndarray, target: str, config: SearchConfig | None = None
+) -> SearchResult:
+    """Search `image` (uint8 [H, W, 3]) for `target` (default parameters: the original's)."""
+    return _Search(model, image, target, config or SearchConfig()).run()
+
+
+class _Search:
+    """The state of one search: visited steps, the best-first queue, call counters."""
+
+    def __init__(self, model: SearchModel, image: np.ndarray, target: str, config: SearchConfig):
+        self.model, self.image, self.target, self.config = model, image, target, config
+        height, width = image.shape[:2]
+        self.smallest = config.smallest_size(width, height)
+        self.steps = [Step(0, (0, 0, width, height), 1, None, -1)]
+        self.queue: list = []
+        self.order = itertools.count()  # ties leave the queue in the order they entered
+        self.calls = self.encodes = 0
+        self.all_boxes: list = []
+        self.start = time.perf_counter()
+
+    def run(self) -> SearchResult:
+        node = self.steps[0]
+        while True:
+            if self.visit(node):
+                return self.result(True, node)
+            if not self.queue:
+                break
+            _, _, node = heapq.heappop(self.queue)
+            node.index = len(self.steps)
+            self.steps.append(node)
+        # queue exhausted: the best tentative detection, if it is good enough
+        best = max(self.steps, key=lambda s: s.top_score)
+        return self.result(best.top_score >= self.config.confidence_low, best)
+
+    def visit(self, node: Step) -> bool:
+        """Visit one patch; True when the target is found there (else children are queued)."""
+        config = self.config
+        x, y, w, h = node.box_xywh
+        self.model.set_image(np.ascontiguousarray(self.image[y : y + h, x : x + w]))
+        self.encodes += 1
+        loc = self.model.locate(self.target)
+        self.calls += 1
+        scores = np.asarray(loc.scores, dtype=np.float64)
+        top = int(np.argmax(scores))
+        node.top_score = float(scores[top])
+        node.detection_xywh = _xywh(loc.boxes_xyxy[top])
+        if node.top_score > config.confidence_high:
+            if node.level == 1:  # on the whole image, every confident box is an answer
+                keep = np.flatnonzero(scores > config.root_multi_threshold)
+                self.all_boxes = [_xywh(loc.boxes_xyxy[k]) for k in keep]
+            return True
+        if min(w, h) <= self.smallest:
+            return False
+        cue = np.maximum(np.asarray(loc.mask_logits, dtype=np.float32), 0)
+        if cue.max() > config.cue_threshold(node.level):
+            node.heatmap, node.cue = _normalise(cue), "target"
+        else:
+            answer = self.model.answer(CONTEXT_QUESTION.format(self.target))
+            phrase = context_phrase(answer, self.target)
+            seg = np.maximum(np.asarray(self.model.segment(phrase), dtype=np.float32), 0)
+            self.calls += 2
+            node.heatmap, node.cue = _normalise(seg), f"context: {answer}#{phrase}"
+        lineage = [node]
+        while lineage[-1].parent >= 0:
+            lineage.append(self.steps[lineage[-1].parent])
+        for box in split(node.box_xywh):
+            score = sum(_mass(a, box) / 4**a.level for a in lineage)
+            child = Step(-1, box, node.level + 1, score, node.index)
+            heapq.heappush(self.queue, (-score, next(self.order), child))
+        return False
+
+    def result(self, found: bool, step: Step) -> SearchResult:
+        box = None
+        if step.detection_xywh is not None:
+            dx, dy, dw, dh = step.detection_xywh
+            box = (dx + step.box_xywh[0], dy + step.box_xywh[1], dw, dh)
+        return SearchResult(
+            target=self.target,
+            found=found,
+            box_xywh=box,
+            score=step.top_score,
+            steps=self.steps,
+            path_length=step.index + 1,
+            model_calls=self.calls,
+            encodes=self.encodes,
+            seconds=time.perf_counter() - self.start,
+            all_boxes_xywh=self.all_boxes,
+        )
+
+
+def split(box_xywh: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """Four sub-patches by aspect ratio (h/w ≥ 2: a column of 4; ≤ 0.5: a row of 4; else 2×2);
+    the last row/column takes the remainder."""
+    x, y, w, h = box_xywh
+    ratio = h / w
+    cols, rows = (1, 4) if ratio >= 2 else (4, 1) if ratio <= 0.5 else (2, 2)
+    sw, sh = w // cols, h // rows
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            cw = w - sw * (cols - 1) if c == cols - 1 else sw
+            ch = h - sh * (rows - 1) if r == rows - 1 else sh
+            out.append((x + c * sw, y + r * sh, cw, ch))
+    return out
+
+
+def _mass(ancestor: Step, box) -> float:
+    """Share of the ancestor's heatmap inside `box` (image pixels)."""
+    heat = ancestor.heatmap
+    total = 0.0 if heat is None else float(heat.sum())
+    if total <= 0:
+        return 0.0
+    ax, ay = ancestor.box_xywh[:2]
+    x0, y0 = box[0] - ax, box[1] - ay
+    return float(heat[y0 : y0 + box[3], x0 : x0 + box[2]].sum()) / total
+
+
+def _normalise(heat: np.ndarray) -> np.ndarray:
+    lo, hi = float(heat.min()), float(heat.max())
+    return np.zeros_like(heat) if hi <= lo else (heat - lo) / (hi - lo)
+
+
+def _xywh(xyxy) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    return (x0, y0, x1 - x0, y1 - y0)
