@@ -173,7 +173,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     p.add_argument("--no-verify", action="store_true")
     p.set_defaults(func=_convert_merge)
+
+    p = sub.add_parser("search", help="V* guided search for a target in a (large) image")
+    p.add_argument("--model", required=True, help="merged VSM folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--target", required=True, help="what to find, e.g. 'red cup'")
+    p.add_argument("--out", help="folder for result.json and the pictures")
+    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    p.add_argument("--minimum-size", type=int, help="smallest patch side to split (default 224)")
+    p.set_defaults(func=_search)
     return parser
+
+
+def _search(args) -> int:
+    import dataclasses
+    import json
+
+    from .data.images import load_rgb
+    from .model.predictor import VSMPredictor
+    from .search import SearchConfig, visual_search
+    from .search.outputs import write_result
+
+    predictor = VSMPredictor.from_pretrained(args.model, owlvit=args.owlvit, device=args.device)
+    config = SearchConfig()
+    if args.minimum_size:
+        config = dataclasses.replace(config, minimum_size=args.minimum_size)
+    image = load_rgb(args.image)
+    result = visual_search(predictor, image, args.target, config)
+    summary = {k: v for k, v in result.to_dict().items() if k != "steps"}
+    print(json.dumps(summary))
+    if args.out:
+        print(f"wrote {write_result(result, image, args.out)}")
+    return 0
 
 
 def _convert(args) -> int:

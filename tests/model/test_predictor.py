@@ -77,3 +77,12 @@ def test_cli_detect_json(demo_world, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["target"] == "car" and len(out["detections"]) == 3
     assert len(out["detections"][0]["box_xyxy"]) == 4
+
+
+def test_locate_is_detect_and_segment_from_one_pass(predictor_and_record):
+    predictor, _ = predictor_and_record
+    loc = predictor.locate("car")
+    det = predictor.detect("car")
+    np.testing.assert_allclose(loc.boxes_xyxy, det.boxes_xyxy, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(loc.scores, det.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loc.mask_logits, predictor.segment("car"), rtol=1e-5, atol=1e-5)

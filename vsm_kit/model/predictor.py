@@ -29,6 +29,13 @@ class Detections:
     scores: np.ndarray  # float32 [P]
 
 
+@dataclass
+class Location(Detections):
+    """Detections plus the same query's mask logits float32 [H, W] (the target cue)."""
+
+    mask_logits: np.ndarray
+
+
 class VSMPredictor:
     def __init__(self, model: VSMForCausalLM, tokenizer, ids):
         self.model, self.tokenizer, self.ids = model.eval(), tokenizer, ids
@@ -86,8 +93,10 @@ class VSMPredictor:
 
     @torch.no_grad()
     def detect(self, target: str) -> Detections:
+        return self._detect(self._loc_state(target))
+
+    def _detect(self, state: torch.Tensor) -> Detections:
         cache = self._require_image()
-        state = self._loc_state(target)
         det_q = self.model.model.text_hidden_fcs_det[0](state)
         logits, boxes = self.model.model.owlvit.detect(cache["fmap"], det_q)
         h, w = cache["size"]
@@ -101,10 +110,20 @@ class VSMPredictor:
     @torch.no_grad()
     def segment(self, target: str) -> np.ndarray:
         """Mask logits float32 [H, W] at the image's size."""
+        return self._segment(self._loc_state(target))
+
+    def _segment(self, state: torch.Tensor) -> np.ndarray:
         cache = self._require_image()
-        seg_q = self.model.model.text_hidden_fcs_seg[0](self._loc_state(target))
+        seg_q = self.model.model.text_hidden_fcs_seg[0](state)
         masks = self.model.predict_masks(cache["fmap"], seg_q, tuple(cache["size"]))
         return masks[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def locate(self, target: str) -> Location:
+        """`detect` and `segment` from one language-model pass (the search's detection call)."""
+        state = self._loc_state(target)
+        det = self._detect(state)
+        return Location(det.boxes_xyxy, det.scores, self._segment(state))
 
     @torch.no_grad()
     def answer(self, question: str, max_new_tokens: int = 100) -> str:
