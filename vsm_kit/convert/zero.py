@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from ..errors import VsmKitError
 from ..fsutil import atomic_path
-from ..model.architecture import vsm_7b, vsm_tiny
+from ..model.architecture import SIZES
 from ..model.tokenizer import load_tokenizer
 from ..model.vsm import VSMForCausalLM, llama_config
 from ..train.checkpoints import Checkpoints
@@ -48,7 +48,7 @@ class ConvertReport:
 
 
 def arch_of(config: RunConfig):
-    return vsm_tiny() if config.weights.arch == "tiny" else vsm_7b()
+    return SIZES[config.weights.arch]()
 
 
 def skeleton(config: RunConfig):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 from torch.utils.data import DataLoader
 
-from ..model.architecture import vsm_7b, vsm_tiny
+from ..model.architecture import SIZES
 from ..model.image_inputs import ImageInputs
 from ..model.weights import init_vsm_from_base
 from .checkpoints import Checkpoints
@@ -88,9 +88,12 @@ def deepspeed_config(cfg: RunConfig) -> dict:
 
 def build_model(cfg: RunConfig):
     """(PEFT-wrapped VSM, tokenizer, special ids) ready for `deepspeed.initialize`."""
-    w = cfg.weights
-    arch = vsm_tiny() if w.arch == "tiny" else vsm_7b()
-    model, tokenizer, ids = init_vsm_from_base(w.base, w.clip, w.owlvit, arch)
+    model, tokenizer, ids = init_vsm_from_base(
+        cfg.weight_path("base"),
+        cfg.weight_path("clip"),
+        cfg.weight_path("owlvit"),
+        SIZES[cfg.weights.arch](),
+    )
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})

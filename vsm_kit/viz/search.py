@@ -65,6 +65,7 @@ def draw_step(image: np.ndarray, step: Step) -> Figure:
     if step.heatmap is not None:
         ax.imshow(step.heatmap, cmap="jet", alpha=0.5, vmin=0, vmax=1)
     cue = step.cue or ("detected" if step.heatmap is None else "")
+    cue = "".join(ch if ch.isprintable() else "?" for ch in cue)[:120]  # model text, as shown
     ax.set_title(
         f"step {step.index} (level {step.level}), top score {step.top_score:.2f}\n{cue}", fontsize=9
     )
