@@ -10,28 +10,10 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb"):
-    """Yield a file object for a temporary file beside `path`; rename it over `path` only when the
-    block finishes. On any exception the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path` for a writer that wants a file name (safetensors);
-    renamed over `path` when the block finishes, removed on any exception."""
+    """Yield a temporary path beside `path`; it is renamed over `path` when the block finishes
+    and removed on any exception, so `path` is never half-written (for writers that want a file
+    name, such as safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -43,6 +25,16 @@ def atomic_path(path: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Yield a file object for a temporary file beside `path`; synced and renamed over `path`
+    only when the block finishes. On any exception `path` is untouched."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 import json
 
 from vsm_kit.train.config import RunConfig
+from vsm_kit.train.engine import LOSS_KEYS
 from vsm_kit.train.launch import TrainingRun
 from widgets import RunMonitor
 
@@ -10,20 +11,7 @@ from widgets import RunMonitor
 def _run_folder(tmp_path, state="finished", steps=4, error=None):
     run_dir = tmp_path / "run"
     RunConfig(output_dir=str(run_dir), max_steps=steps).save(run_dir / "config.yaml")
-    losses = {
-        k: 1.0
-        for k in (
-            "loss",
-            "ce_loss",
-            "mask_bce_loss",
-            "mask_dice_loss",
-            "mask_loss",
-            "detection_loss",
-            "detection_loss_ce",
-            "detection_loss_bbox",
-            "detection_loss_giou",
-        )
-    }
+    losses = dict.fromkeys(LOSS_KEYS, 1.0)
     with open(run_dir / "metrics.jsonl", "w") as f:
         for s in range(1, steps + 1):
             f.write(json.dumps({"kind": "step", "step": s, "lr": 1e-4 * s, **losses}) + "\n")
