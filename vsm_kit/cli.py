@@ -57,11 +57,8 @@ def _detect(args) -> int:
     import json
 
     from .data.images import load_rgb
-    from .model.predictor import VSMPredictor
 
-    predictor = VSMPredictor.from_pretrained(
-        args.model, clip=args.clip, owlvit=args.owlvit, device=args.device
-    )
+    predictor = _predictor(args)
     predictor.set_image(load_rgb(args.image))
     det = predictor.detect(args.target)
     rows = [
@@ -128,14 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_apply_delta)
 
     p = sub.add_parser("detect", help="boxes (pixel xyxy) and scores of a target in an image")
-    p.add_argument("--model", required=True, help="merged VSM folder")
-    p.add_argument("--image", required=True)
-    p.add_argument("--target", required=True, help="what to find, e.g. 'red cup'")
+    _model_image_target(p)
     p.add_argument("--top", type=int, default=5, help="how many boxes to print")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--clip", help="CLIP vision tower folder (default: from the model config)")
-    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("train", help="train under the deepspeed launcher (GPUs or CPU ranks)")
@@ -175,15 +167,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert_merge)
 
     p = sub.add_parser("search", help="V* guided search for a target in a (large) image")
-    p.add_argument("--model", required=True, help="merged VSM folder")
-    p.add_argument("--image", required=True)
-    p.add_argument("--target", required=True, help="what to find, e.g. 'red cup'")
+    _model_image_target(p)
     p.add_argument("--out", help="folder for result.json and the pictures")
-    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--minimum-size", type=int, help="smallest patch side to split (default 224)")
     p.set_defaults(func=_search)
     return parser
+
+
+def _model_image_target(p: argparse.ArgumentParser) -> None:
+    """The arguments every command that asks a merged model about an image takes."""
+    p.add_argument("--model", required=True, help="merged VSM folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--target", required=True, help="what to find, e.g. 'red cup'")
+    p.add_argument("--clip", help="CLIP vision tower folder (default: from the model config)")
+    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+
+
+def _predictor(args):
+    from .model.predictor import VSMPredictor
+
+    return VSMPredictor.from_pretrained(
+        args.model, clip=args.clip, owlvit=args.owlvit, device=args.device
+    )
 
 
 def _search(args) -> int:
@@ -191,11 +197,10 @@ def _search(args) -> int:
     import json
 
     from .data.images import load_rgb
-    from .model.predictor import VSMPredictor
     from .search import SearchConfig, visual_search
     from .search.outputs import write_result
 
-    predictor = VSMPredictor.from_pretrained(args.model, owlvit=args.owlvit, device=args.device)
+    predictor = _predictor(args)
     config = SearchConfig()
     if args.minimum_size:
         config = dataclasses.replace(config, minimum_size=args.minimum_size)

@@ -35,10 +35,10 @@ def demo_batch(dataset, tokenizer, n_per_image=(2, 1)) -> dict:
     input_ids = torch.tensor([r + [0] * (width - len(r)) for r in ids])
     label_t = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
     images = [rec.load_image() for rec in records]
-    inputs = ImageInputs()
+    owl, clip = zip(*map(ImageInputs().both, images), strict=True)
     return {
-        "images": torch.stack([inputs.owl(im) for im in images]),
-        "images_clip": torch.stack([inputs.clip(im) for im in images]),
+        "images": torch.stack(owl),
+        "images_clip": torch.stack(clip),
         "input_ids": input_ids,
         "labels": label_t,
         "attention_masks": input_ids != 0,

@@ -60,10 +60,16 @@ class ImageInputs:
         worker ships. `normalise` finishes the job on the training device, where it is nearly
         free and the batch crosses to it at a quarter of the float size."""
         image = _chw(image)
-        owl = F.resize(image, [self.owl_size] * 2, InterpolationMode.BICUBIC, antialias=True)
-        square = expand_to_square(image)  # the CLIP processor's shortest-edge resize of a square
-        clip = F.resize(square, [self.clip_size] * 2, InterpolationMode.BICUBIC, antialias=True)
-        return owl, clip
+        return self._resize_owl(image), self._resize_clip(image)
+
+    def _resize_owl(self, image: torch.Tensor) -> torch.Tensor:
+        size = [self.owl_size] * 2
+        return F.resize(image, size, InterpolationMode.BICUBIC, antialias=True)
+
+    def _resize_clip(self, image: torch.Tensor) -> torch.Tensor:
+        # the CLIP processor's shortest-edge resize of a square; its centre crop is a no-op
+        size = [self.clip_size] * 2
+        return F.resize(expand_to_square(image), size, InterpolationMode.BICUBIC, antialias=True)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [..., 3, H, W] → float32, rescaled and normalised with the CLIP mean/std."""
@@ -72,11 +78,11 @@ class ImageInputs:
 
     def owl(self, image) -> torch.Tensor:
         """[3, S, S] float32: the whole image resized to S×S (aspect ratio not kept)."""
-        return self.both(image)[0]
+        return self.normalise(self._resize_owl(_chw(image)))
 
     def clip(self, image) -> torch.Tensor:
-        """[3, s, s] float32: the padded square resized (shortest edge s; the crop is a no-op)."""
-        return self.both(image)[1]
+        """[3, s, s] float32: the padded square resized (image at the top-left)."""
+        return self.normalise(self._resize_clip(_chw(image)))
 
     def both(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         owl, clip = self.resize(image)

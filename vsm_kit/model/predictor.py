@@ -69,8 +69,7 @@ class VSMPredictor:
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
         """uint8 [H, W, 3]. Computes and caches the OWL-ViT feature map and CLIP features."""
-        owl = self.inputs.owl(image)[None].to(self.device, self.dtype)
-        clip = self.inputs.clip(image)[None].to(self.device, self.dtype)
+        owl, clip = (x[None].to(self.device, self.dtype) for x in self.inputs.both(image))
         self._image = {
             "size": image.shape[:2],
             "fmap": self.model.owl_features(owl),

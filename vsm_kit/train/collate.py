@@ -41,7 +41,12 @@ class Collator:
         labels = [IGNORE_INDEX] * len(ids)
         for k in range(1, len(messages), 2):
             start = len(tokenize_with_image(render([*messages[:k], None]), self.tokenizer))
-            end = len(tokenize_with_image(render(messages[: k + 1]), self.tokenizer))
+            last = k + 1 == len(messages)  # then the reply ends the text already tokenized
+            end = (
+                len(ids)
+                if last
+                else len(tokenize_with_image(render(messages[: k + 1]), self.tokenizer))
+            )
             labels[start:end] = ids[start:end]
         return ids, labels
 
