@@ -28,7 +28,7 @@ from .config import RunConfig
 from .hybrid import HybridDataset, StepSampler
 from .lora import trainable_summary, wrap_lora
 from .runlog import RunLog
-from .validate import evaluate, val_samples
+from .validate import ValidationSet, evaluate
 
 LOSS_KEYS = (
     "loss",
@@ -168,7 +168,7 @@ def train(run_dir: Path) -> None:
         persistent_workers=cfg.data.workers > 0,
     )
     validation = (
-        val_samples(cfg.data.data_dir, cfg.data.val_dataset, cfg.data.val_limit)
+        ValidationSet(cfg.data.data_dir, cfg.data.val_dataset, cfg.data.val_limit)
         if cfg.cadence.validate
         else []
     )

@@ -7,28 +7,44 @@ logits > 0; gIoU is the mean per-mask IoU (1 for an empty union), cIoU the poole
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.distributed as dist
 from torchvision.ops import box_convert, box_iou
 
+from ..data.boxes import training_targets, xyxy_to_xywh
 from ..data.images import decode_rgb
 from ..data.sources import open_source
 from .samples import VAL_QUESTION, Sample, build_sample
 
 
-def val_samples(data_dir, spec: str = "refcoco|unc|val", limit: int | None = None) -> list[Sample]:
-    """The validation images (without image inputs); `spec` is `dataset|splitBy|split`."""
-    name, _, split = spec.split("|")
-    source = open_source(name, data_dir, split=split)
-    rng = np.random.default_rng(0)  # unused: every sentence is kept
-    out = []
-    for i in range(len(source) if limit is None else min(limit, len(source))):
-        record = source[i]
-        sample = build_sample(record, source, rng, k=len(record.targets), question=VAL_QUESTION)
-        if sample is not None:
-            out.append(sample)
-    return out
+class ValidationSet(Sequence[Sample]):
+    """The validation images of `spec` (`dataset|splitBy|split`) as samples built on access, so
+    their masks and pixels are decoded during a validation pass and not held between passes."""
+
+    def __init__(self, data_dir, spec: str = "refcoco|unc|val", limit: int | None = None):
+        name, _, split = spec.split("|")
+        self.source = open_source(name, data_dir, split=split)
+        n = len(self.source) if limit is None else min(limit, len(self.source))
+        self.rng = np.random.default_rng(0)  # unused: every sentence is kept
+        self.indices = [i for i in range(n) if self._usable(self.source[i])]
+
+    @staticmethod
+    def _usable(record) -> bool:
+        return any(
+            len(training_targets(xyxy_to_xywh(t.boxes_xyxy), record.width, record.height))
+            for t in record.targets
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Sample:  # type: ignore[override]
+        record = self.source[self.indices[k]]
+        k_all = len(record.targets)
+        return build_sample(record, self.source, self.rng, k=k_all, question=VAL_QUESTION)
 
 
 @torch.no_grad()
@@ -38,12 +54,12 @@ def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: 
     model.eval()
     # inter, union, per-mask IoU sum, masks, hits, queries
     sums = torch.zeros(6, dtype=torch.float64)
-    mine = samples[rank::world]
+    mine = range(rank, len(samples), world)
     # every rank runs as many forwards (ZeRO-3 gathers parameters collectively): pad with a
     # repeat whose result is not counted
     rounds = -(-len(samples) // world)
     for k in range(rounds):
-        sample = mine[k] if k < len(mine) else samples[0]
+        sample = samples[mine[k] if k < len(mine) else 0]
         sample.images, sample.images_clip = inputs.resize(decode_rgb(sample.image_path))
         batch = to_device(collator([sample]))
         p = model.predict(batch, masks_for=[sample.masks is not None])
