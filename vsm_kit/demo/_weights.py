@@ -21,7 +21,7 @@ from transformers import (
 from ..data.classes import cocostuff_classes, objects365_classes
 from ..model.architecture import VSMArch
 from ..model.heads import owlvit_config
-from ..model.tokenizer import IM_END, IM_PATCH, IM_START, TOKENIZER_CONFIG, save_tokenizer
+from ..model.tokenizer import IM_END, IM_PATCH, IM_START, save_tokenizer
 from ..model.vsm import clip_config, llama_config
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -46,34 +46,68 @@ def _corpus() -> str:
     return "\n".join(lines * 3)
 
 
-def write_tokenizer(folder: Path) -> int:
-    """A BPE SentencePiece model trained offline, saved as LLaVA-Lightning ships its tokenizer
-    (tokenizer.model, tokenizer_config.json, special_tokens_map.json, added_tokens.json with the
-    three image markers). Returns the vocabulary size including the markers."""
+# LLaMA's SentencePiece trainer settings (identity normalisation, whitespace kept, dummy prefix,
+# byte fallback, digits split), so every whitespace rule of the original's tokenizer shows
+SENTENCEPIECE_SETTINGS = {
+    "model_type": "bpe",
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+    "add_dummy_prefix": True,
+    "byte_fallback": True,
+    "split_digits": True,
+    "allow_whitespace_only_pieces": True,
+    "unk_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "pad_id": -1,
+    "character_coverage": 1.0,
+}
+
+
+def _declared(token: str, as_added_token: bool, config: bool = False):
+    """A special token as LLaMA folders declare it: a string, or an AddedToken record (tagged
+    with `__type` in tokenizer_config.json, untagged in special_tokens_map.json)."""
+    if not as_added_token:
+        return token
+    flags = {"lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+    return ({"__type": "AddedToken"} if config else {}) | {"content": token, **flags}
+
+
+def write_tokenizer(
+    folder: Path, lines: list[str] | None = None, vocab: int = VOCAB, as_added_tokens=False
+) -> int:
+    """A BPE SentencePiece model with LLaMA's settings, trained offline on `lines` (default:
+    the demo corpus) and saved as LLaVA-Lightning ships its tokenizer: tokenizer.model,
+    tokenizer_config.json without a `legacy` key (it predates the flag), special_tokens_map.json
+    and added_tokens.json with the three image markers. `as_added_tokens` declares the special
+    tokens as AddedToken records (as LLaMA conversions do) instead of plain strings. Returns the
+    vocabulary size including the markers."""
     folder.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()  # trained from memory: no file paths end up in the model's proto
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus().splitlines()),
+        sentence_iterator=iter(lines or _corpus().splitlines()),
         model_writer=model,
-        vocab_size=VOCAB,
-        model_type="bpe",
-        byte_fallback=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        character_coverage=1.0,
+        vocab_size=vocab,
         num_threads=1,
         minloglevel=2,
+        **SENTENCEPIECE_SETTINGS,
     )
     (folder / "tokenizer.model").write_bytes(model.getvalue())
-    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2)
-    )
-    markers = {IM_PATCH: VOCAB, IM_START: VOCAB + 1, IM_END: VOCAB + 2}
+    names = (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))
+    specials = {key: _declared(token, as_added_tokens) for key, token in names}
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        **{key: _declared(token, as_added_tokens, config=True) for key, token in names},
+        "model_max_length": 2048,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+    markers = {IM_PATCH: vocab, IM_START: vocab + 1, IM_END: vocab + 2}
     (folder / "added_tokens.json").write_text(json.dumps(markers, indent=2))
-    return VOCAB + 3
+    return vocab + 3
 
 
 def write_clip(folder: Path, arch: VSMArch) -> None:

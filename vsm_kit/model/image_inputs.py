@@ -1,8 +1,15 @@
-"""The two image inputs of the VSM, as transformers' image processors define them.
+"""The two image inputs of the VSM, pixel for pixel as the original's image processors make them.
 
 - OWL-ViT (`images`): bicubic resize to S×S (aspect ratio not kept), CLIP mean/std → [3, S, S].
 - CLIP (`images_clip`): pad to a square with the CLIP-mean colour, image at the top-left corner
   (as the original does), then the CLIP processor (shortest side, centre crop) → [3, s, s].
+
+transformers 4.31's `OwlViTProcessor` and `CLIPImageProcessor` resize through PIL (the array
+becomes a PIL image, `Image.resize(..., BICUBIC)`, then an array again), rescale by 1/255 in
+float64, cast to float32 and normalise in float32. This module does the same steps in the same
+arithmetic, so the tensors equal 4.31's under the same Pillow (checked in `tests/compat/`);
+transformers 5's processors and torchvision's antialiased resize differ from it by a level in
+up to 0.44 % of values. Different Pillow versions differ by a level or two on their own (README).
 """
 
 from __future__ import annotations
@@ -11,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as F
-from torchvision.transforms import InterpolationMode
+from PIL import Image
 from transformers import CLIPImageProcessor, OwlViTImageProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -22,14 +28,12 @@ OWLVIT_PROCESSOR_DIR = "owlvit"
 
 
 class ImageInputs:
-    """Callable pair: `owl(image)` and `clip(image)` take uint8 [H, W, 3] arrays or uint8
-    [3, H, W] tensors; `both(decode_rgb(path))` is the training pipeline's one-decode path.
+    """`owl(image)` and `clip(image)` take uint8 [H, W, 3] arrays or uint8 [3, H, W] tensors;
+    `both(image)` gives the pair from one decoded image (the training pipeline decodes once).
 
-    The transformers processors (`owl_processor`, `clip_processor`) define the transform; the
-    methods run its torchvision kernels directly on uint8 tensors (bicubic antialiased resize,
-    then fused rescale + normalise), bit-identical to the processors and without their
-    per-call validation and conversions. Training splits the two halves: `resize` in the
-    dataloader workers, `normalise` on the device (as timm's prefetcher does)."""
+    Training splits the two halves: `resize` (PIL, uint8 out) in the dataloader workers,
+    `normalise` on the device, so a batch crosses to it at a quarter of the float size. The
+    transformers processors are kept only to save their configs beside a model."""
 
     def __init__(self, owl_size: int = 768, clip_size: int = 224):
         self.owl_processor = OwlViTImageProcessor(
@@ -45,9 +49,8 @@ class ImageInputs:
             image_std=list(CLIP_STD),
         )
         self.owl_size, self.clip_size = owl_size, clip_size
-        # rescale (1/255) and normalise fused, as the processors do
-        self._mean = torch.tensor(CLIP_MEAN).view(3, 1, 1) * 255
-        self._std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+        self._mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
 
     def save_pretrained(self, folder) -> None:
         """Both processor configs: CLIP's at the top (where LLaVA-style loaders look) and
@@ -57,54 +60,56 @@ class ImageInputs:
 
     def resize(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (OWL-ViT [3, S, S], CLIP [3, s, s]) from one decoded image: what a dataloader
-        worker ships. `normalise` finishes the job on the training device, where it is nearly
-        free and the batch crosses to it at a quarter of the float size."""
-        image = _chw(image)
+        worker ships; `normalise` finishes the job on the training device."""
+        image = _hwc(image)
         return self._resize_owl(image), self._resize_clip(image)
 
-    def _resize_owl(self, image: torch.Tensor) -> torch.Tensor:
-        size = [self.owl_size] * 2
-        return F.resize(image, size, InterpolationMode.BICUBIC, antialias=True)
+    def _resize_owl(self, image: np.ndarray) -> torch.Tensor:
+        return _pil_resize(image, self.owl_size)
 
-    def _resize_clip(self, image: torch.Tensor) -> torch.Tensor:
+    def _resize_clip(self, image: np.ndarray) -> torch.Tensor:
         # the CLIP processor's shortest-edge resize of a square; its centre crop is a no-op
-        size = [self.clip_size] * 2
-        return F.resize(expand_to_square(image), size, InterpolationMode.BICUBIC, antialias=True)
+        return _pil_resize(expand_to_square(image), self.clip_size)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., 3, H, W] → float32, rescaled and normalised with the CLIP mean/std."""
+        """uint8 [..., 3, H, W] → float32: ×1/255 in float64, then (x − mean) / std in float32,
+        the processors' arithmetic to the last bit."""
         mean, std = self._mean.to(images.device), self._std.to(images.device)
-        return images.float().sub_(mean).div_(std)
+        return images.double().mul_(1 / 255).float().sub_(mean).div_(std)
 
     def owl(self, image) -> torch.Tensor:
         """[3, S, S] float32: the whole image resized to S×S (aspect ratio not kept)."""
-        return self.normalise(self._resize_owl(_chw(image)))
+        return self.normalise(self._resize_owl(_hwc(image)))
 
     def clip(self, image) -> torch.Tensor:
         """[3, s, s] float32: the padded square resized (image at the top-left)."""
-        return self.normalise(self._resize_clip(_chw(image)))
+        return self.normalise(self._resize_clip(_hwc(image)))
 
     def both(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         owl, clip = self.resize(image)
         return self.normalise(owl), self.normalise(clip)
 
 
-def _chw(image) -> torch.Tensor:
+def _hwc(image) -> np.ndarray:
+    """uint8 [H, W, 3] array from an array or a [3, H, W] tensor."""
     if isinstance(image, torch.Tensor):
-        return image
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:  # e.g. np.asarray(PIL image); torch would warn on sharing it
-        image = image.copy()
-    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        image = image.permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(image)
 
 
-def expand_to_square(image: torch.Tensor) -> torch.Tensor:
-    """uint8 [3, H, W] → [3, M, M], M = max(H, W), padded with `PAD_RGB`, image at top-left."""
-    _, h, w = image.shape
+def _pil_resize(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [H, W, 3] → uint8 [3, size, size] by PIL's bicubic filter."""
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).contiguous()
+
+
+def expand_to_square(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] → [M, M, 3], M = max(H, W), padded with `PAD_RGB`, image at top-left
+    (the original's expand2square: a new PIL image of that colour with the image pasted)."""
+    h, w = image.shape[:2]
     side = max(h, w)
-    out = torch.empty((3, side, side), dtype=torch.uint8, device=image.device)
-    out[:, :h, :w] = image
-    for c, value in enumerate(PAD_RGB):
-        out[c, h:, :].fill_(value)
-        out[c, :h, w:].fill_(value)
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[:h, :w] = image
+    out[h:] = PAD_RGB
+    out[:h, w:] = PAD_RGB
     return out

@@ -1,9 +1,9 @@
 """Samples → the batch dict `VSMForCausalLM.forward_train` takes (the original collate's keys).
 
-Only assistant replies (with their `</s>`) are supervised. Training truncation keeps
-`max_length − image_tokens + 1` text columns (the image expands to `image_tokens` positions), and
-a conversation whose [LOC] would be cut is dropped together with its boxes and mask, so queries
-and targets stay aligned (the original cut blindly, §11.17).
+Only assistant replies (with their `</s>`) are supervised, by the original's labelling rule.
+Training truncation keeps `max_length − image_tokens + 1` text columns (the image expands to
+`image_tokens` positions), and a conversation whose [LOC] would be cut is dropped together with
+its boxes and mask, so queries and targets stay aligned (the original cut blindly, §11.17).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model.conversation import render, tokenize_with_image
+from ..model.conversation import ROUND_SEP, SEP2, render, tokenize_with_image
 from ..model.tokenizer import SpecialIds
 from ..model.vsm import IGNORE_INDEX
 from .samples import Sample
@@ -32,22 +32,38 @@ class Collator:
     ):
         self.tokenizer = tokenizer
         self.ids = ids
+        self.max_length = max_length
         self.text_budget = max_length - image_tokens + 1
         self.truncate = truncate
 
     def encode(self, messages: list[str]) -> tuple[list[int], list[int]]:
-        """(input ids, labels) of one conversation; labels are IGNORE_INDEX outside replies."""
-        ids = tokenize_with_image(render(messages), self.tokenizer)
-        labels = [IGNORE_INDEX] * len(ids)
-        for k in range(1, len(messages), 2):
-            start = len(tokenize_with_image(render([*messages[:k], None]), self.tokenizer))
-            last = k + 1 == len(messages)  # then the reply ends the text already tokenized
-            end = (
-                len(ids)
-                if last
-                else len(tokenize_with_image(render(messages[: k + 1]), self.tokenizer))
+        """(input ids, labels) of one conversation, labelled by the original's rule: split the
+        text on `</s>` into rounds and each round on " ASSISTANT: "; a round's tokens (its BOS
+        standing in for the `</s>` split off) advance the cursor, and its instruction's tokens
+        less two (the BOS and, with LLaMA's tokenizer, the trailing space's `▁`) are masked."""
+        text = render(messages)
+        ids = tokenize_with_image(text, self.tokenizer)
+        labels = list(ids)
+        labels[0] = IGNORE_INDEX  # the BOS
+        cur = 1
+        for round_text in text.split(SEP2):
+            if not round_text:
+                break
+            parts = round_text.split(ROUND_SEP)
+            if len(parts) != 2:
+                raise ValueError(
+                    f"a round must hold {ROUND_SEP!r} exactly once (the original asserts): "
+                    f"{round_text[:200]!r}"
+                )
+            instruction = len(tokenize_with_image(parts[0] + ROUND_SEP, self.tokenizer)) - 2
+            labels[cur : cur + instruction] = [IGNORE_INDEX] * len(labels[cur : cur + instruction])
+            cur += len(tokenize_with_image(round_text, self.tokenizer))
+        labels[cur:] = [IGNORE_INDEX] * len(labels[cur:])
+        if cur < self.max_length and cur != len(ids):
+            raise ValueError(
+                f"labels cover {cur} of {len(ids)} tokens (the original asserts they match): "
+                f"{text[:200]!r}"
             )
-            labels[start:end] = ids[start:end]
         return ids, labels
 
     def __call__(self, samples: Sequence[Sample]) -> dict:
