@@ -3,15 +3,18 @@
 Builds a demo world, copies its `dataset/` twice with every JPEG re-encoded at 640×480 and at
 1024×768, and on each copy times, in this process with `torch.set_num_threads(1)` (one worker):
 (a) a baseline doing what the original V* code does per sample: decode the image twice with PIL
-(it uses OpenCV, then PIL), OWL-ViT processor on the first, numpy expand-to-square + CLIP
-processor on the second, and dummy full-resolution `torch.rand(n, H, W)` masks for sources
-without masks; (b) `HybridDataset[i]` (one torchvision decode, resize on uint8, no dummy masks;
-it ships uint8 inputs and the engine normalises them on the training device, as timm's
-prefetcher does), and (b') the same plus that normalisation on the CPU, for CPU-only training.
+(it uses OpenCV, then PIL), the OWL-ViT processor's steps on the first and numpy
+expand-to-square + the CLIP processor's steps on the second as transformers 4.31 runs them (array
+→ PIL bicubic resize → array, ×1/255 in float64, float32 normalise on the HWC array, then CHW;
+tests/compat checks these steps against 4.31 itself), and dummy full-resolution
+`torch.rand(n, H, W)` masks for sources without masks; (b) `HybridDataset[i]` (one torchvision
+decode, PIL resize, no dummy masks; it ships uint8 inputs and the engine normalises them on the
+training device, as timm's prefetcher does), and (b') the same plus that normalisation on the
+CPU, for CPU-only training.
 All build the same `draw(i)` samples of the default mix. Prints samples/s of each (wall clock),
 the ratios (also in process CPU time, steadier on a shared machine) per size, and checks once per
-size that (a) and (b') give the same OWL and CLIP tensors, so the speed-up is not from doing
-different work.
+size that (a) and (b') give the same OWL and CLIP tensors (exit status 1 when not), so the
+speed-up is not from doing different work.
 Usage: .venv/bin/python benchmarks/bench_dataloader.py [--samples N] [--warmup N]
 """
 
@@ -28,7 +31,7 @@ import torch
 from PIL import Image
 
 from vsm_kit.demo.world import make_demo_world
-from vsm_kit.model.image_inputs import PAD_RGB
+from vsm_kit.model.image_inputs import CLIP_MEAN, CLIP_STD, PAD_RGB
 from vsm_kit.train.config import RunConfig
 from vsm_kit.train.hybrid import HybridDataset
 
@@ -63,14 +66,21 @@ def expand_np(image: np.ndarray) -> np.ndarray:
     return out.reshape(m, m, 3)
 
 
+def processor_4_31(image: np.ndarray, size: int) -> torch.Tensor:
+    """transformers 4.31's resize + rescale + normalise of an RGB array to size × size."""
+    resized = np.array(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    x = (resized * (1 / 255)).astype(np.float32)
+    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
 def baseline_item(ds: HybridDataset, i: int):
     """Sample i the original's way: two decodes, numpy images, dummy masks."""
     s = ds.draw(i)
     img = np.array(Image.open(s.image_path).convert("RGB"))  # the original's cv2.imread
-    s.images = ds.inputs.owl_processor(images=img, return_tensors="pt")["pixel_values"][0]
+    s.images = processor_4_31(img, ds.inputs.owl_size)
     img_clip = np.array(Image.open(s.image_path).convert("RGB"))  # the original's PIL open
-    pv = ds.inputs.clip_processor(images=expand_np(img_clip), return_tensors="pt")
-    s.images_clip = pv["pixel_values"][0]
+    s.images_clip = processor_4_31(expand_np(img_clip), ds.inputs.clip_size)
     if s.masks is None:
         s.masks = torch.rand(len(s.messages), *img.shape[:2])
     return s
@@ -132,6 +142,8 @@ def main() -> None:
             f"{size:>9}  {b:10.1f}  {o:6.1f}  {r:4.2f}x  {r_cpu:8.2f}x  {on:16.1f}  {rn:4.2f}x"
             f"  {owl:.0e}, {clip:.0e}"
         )
+    if any(owl or clip for *_, owl, clip in rows):
+        raise SystemExit("the two pipelines' tensors differ: the comparison is void")
 
 
 if __name__ == "__main__":

@@ -85,19 +85,19 @@ def test_outputs_equal_the_reference(world_copy):
     assert o365 == reference_objects365(world_copy)
     assert not SKIP & set(o365)
     assert load(world_copy / "MixedGrounding/goldG_train.json") == reference_goldg(
-        world_copy, False
+        world_copy, True
     )
     by_step = {r.step: r for r in summary.steps}
     assert by_step["objects365"].skipped == 3
     assert by_step["coco"].boxes == sum(len(v) for v in reference_coco(world_copy).values())
 
 
-def test_goldg_default_and_compat_original_differ_where_ids_restart(world_copy):
+def test_goldg_default_is_the_original_and_the_fix_differs_where_ids_restart(world_copy):
     default = preprocess(world_copy, only=["goldg"], progress=False).steps[0]
-    ours = load(world_copy / "MixedGrounding/goldG_train.json")
-    assert any("--compat-original" in w for w in default.warnings)
-    preprocess(world_copy, only=["goldg"], force=True, compat_original=True, progress=False)
     theirs = load(world_copy / "MixedGrounding/goldG_train.json")
+    assert any("--fix-goldg-ids" in w for w in default.warnings)
+    preprocess(world_copy, only=["goldg"], force=True, fix_goldg_ids=True, progress=False)
+    ours = load(world_copy / "MixedGrounding/goldG_train.json")
     assert theirs == reference_goldg(world_copy, True)
     assert ours != theirs
     # ours: every Flickr record holds its own boxes; theirs: Flickr boxes sit on mixed records

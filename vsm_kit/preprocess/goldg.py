@@ -19,14 +19,14 @@ INPUTS = [
 OUTPUT = "MixedGrounding/goldG_train.json"
 
 
-def build_goldg(data_dir: Path, progress: bool = True, compat_original: bool = False) -> StepResult:
+def build_goldg(data_dir: Path, progress: bool = True, fix_ids: bool = False) -> StepResult:
     """Mixed images in file order, then Flickr images (`data_source` "flickr"); annotations kept
     verbatim.
 
-    Each annotation goes to the image whose own id it names within its own file. The original
-    code instead used `records[image_id]` of the combined list, which puts Flickr boxes (ids
-    restart at 0) on mixed images; `compat_original=True` reproduces that exactly, and by default
-    a warning counts the annotations for which the two rules differ."""
+    As the original, each annotation goes to `records[image_id]` of the combined list, which
+    puts Flickr boxes (their ids restart at 0) on mixed images, and a warning counts the
+    annotations this moves; `fix_ids=True` attaches each one to the image its id names within
+    its own file instead."""
     inputs = require_inputs(data_dir, INPUTS, "goldg")
     records: list[bytes] = []  # serialised record heads, without instances
     anns: list[tuple[int, int, bytes]] = []  # (own-rule position, original-rule position, json)
@@ -54,11 +54,12 @@ def build_goldg(data_dir: Path, progress: bool = True, compat_original: bool = F
     differ = sum(1 for own, orig, _ in anns if own != orig)
     instances: list[list[bytes]] = [[] for _ in records]
     for own, orig, raw in anns:
-        pos = orig if compat_original else own
-        if compat_original and not 0 <= pos < len(records):
+        pos = own if fix_ids else orig
+        if not fix_ids and not 0 <= pos < len(records):
             raise VsmKitError(
-                f"--compat-original: an annotation names image_id {pos}, beyond the "
-                f"{len(records)} records; the original code would fail here too"
+                f"an annotation names image_id {pos}, beyond the {len(records)} records; the "
+                "original code fails here too. Fix: --fix-goldg-ids attaches annotations by "
+                "their own file's ids"
             )
         if pos >= 0:
             instances[pos].append(raw)
@@ -75,13 +76,14 @@ def build_goldg(data_dir: Path, progress: bool = True, compat_original: bool = F
         "built",
         len(records),
         boxes,
-        unknown_image_ids=0 if compat_original else unknown,
+        unknown_image_ids=unknown if fix_ids else 0,
     )
-    if differ and not compat_original:
+    if differ and not fix_ids:
         result.warnings.append(
-            f"{differ} annotations would land on a different image under the original code's "
-            "rule (records[image_id] of the combined list); use --compat-original to reproduce it"
+            f"{differ} annotations sit on another image than their own file names, as in the "
+            "original (records[image_id] of the combined list); --fix-goldg-ids attaches them "
+            "to their own images"
         )
-    if unknown and not compat_original:
+    if unknown and fix_ids:
         result.warnings.append(f"{unknown} annotations name image ids their file does not list")
     return result

@@ -47,14 +47,15 @@ def preprocess(
     data_dir: str | Path,
     only=None,
     force: bool = False,
-    compat_original: bool = False,
+    fix_goldg_ids: bool = False,
     check_images: bool = False,
     progress: bool = True,
 ) -> PreprocessSummary:
     """Build the three index files the training reads (see `STEPS`), each written atomically.
 
     `only`: step names (default all); `force`: rebuild even when the output is newer than every
-    input; `compat_original`: GoldG attaches annotations exactly as the original code did;
+    input; `fix_goldg_ids`: GoldG attaches each annotation to its own file's image (the
+    original's rule, the default, puts Flickr boxes on mixed images);
     `check_images`: report Objects365 images listed but absent on disk.
     """
     data_dir = Path(data_dir)
@@ -76,7 +77,7 @@ def preprocess(
             elif step == "objects365":
                 r = objects365.build_objects365_index(data_dir, progress, check_images)
             else:
-                r = goldg.build_goldg(data_dir, progress, compat_original)
+                r = goldg.build_goldg(data_dir, progress, fix_goldg_ids)
         r.seconds, r.peak_rss_mb = t.seconds, peak_rss_mb()
         results.append(r)
     return PreprocessSummary(results)
