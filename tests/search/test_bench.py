@@ -14,6 +14,7 @@ from vsm_kit.errors import MalformedJsonError
 from vsm_kit.search import SearchConfig
 from vsm_kit.search.bench import (
     BenchFormatError,
+    Summary,
     evaluate_bench,
     load_bench,
     summary_table,
@@ -94,21 +95,32 @@ def test_every_target_is_searched_and_scored(scripted_bench, tmp_path):
     assert report.unpaired == ["relative_position/sa_4.jpg"]
     s = report.summary
     assert (s.samples, s.hits, s.success_rate) == (4, 3, 0.75)
-    assert s.mean_path_length == 2.75 and s.mean_path_length_hits == pytest.approx(8 / 3)
+    assert s.mean_path_length_found == 2.75 and s.mean_path_length_hits == pytest.approx(8 / 3)
     assert s.mean_model_calls == 2.75  # the target cue only: one call per visited patch
     folders = report.per_folder
     assert (folders["direct_attributes"].success_rate, folders["relative_position"].hits) == (1, 1)
-    assert folders["direct_attributes"].mean_path_length == 2.5
+    assert folders["direct_attributes"].mean_path_length_found == 2.5
 
     table = summary_table(report)
     assert [row["folder"] for row in table] == ["direct_attributes", "relative_position", "all"]
     assert table[-1]["success rate"] == 0.75 and table[-1]["mean path length (hits)"] == 2.67
+    assert table[-1]["mean path length (found)"] == 2.75
     assert json.loads(json.dumps(report.to_dict()))["summary"]["hits"] == 3
-    assert str(report).startswith("3/4 hits (success rate 75.0%), mean path length 2.75")
+    assert str(report).startswith(
+        "3/4 hits (success rate 75.0%), mean path length 2.67 over hits (2.75 when found)"
+    )
 
     lines = write_log(report, tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["target"] for line in lines] == ["dog", "cat", "cup", "kite"]
     assert json.loads(lines[0])["gt_xywh"] == [1600, 1200, 40, 40]
+    kite = json.loads(lines[3])
+    assert (kite["found"], kite["hit"], kite["iou"], kite["path_length"], kite["steps"]) == (
+        True,
+        False,
+        0.0,
+        3,
+        3,
+    )
 
 
 def test_limit_config_and_batching_pass_through(scripted_bench):
@@ -118,15 +130,46 @@ def test_limit_config_and_batching_pass_through(scripted_bench):
     )
     single = evaluate_bench(ScriptedBenchModel(), scripted_bench, config, limit=2, progress=False)
     assert [r.target for r in batched.records] == ["dog", "cat"]
-    # dog: not seen, but the fallback's tentative box is right: a hit, as the original counts it
-    assert [(r.hit, r.found) for r in batched.records] == [(True, False), (True, True)]
+    # dog: never seen; its fallback below confidence_low is a miss of path length 0
+    assert [(r.hit, r.found, r.path_length) for r in batched.records] == [
+        (False, False, 0),
+        (True, True, 2),
+    ]
     assert batched.batch_siblings and not single.batch_siblings
-    assert [r.path_length for r in batched.records] == [r.path_length for r in single.records]
+    for key in ("path_length", "steps", "iou"):
+        assert [getattr(r, key) for r in batched.records] == [
+            getattr(r, key) for r in single.records
+        ]
     assert [r.model_calls for r in single.records] == [5, 2]  # the image, then each quarter
     assert [r.model_calls for r in batched.records] == [2, 2]  # the quarters in one call
     assert batched.to_dict()["config"]["minimum_size"] == 800
     with pytest.raises(ValueError, match="limit"):
         evaluate_bench(ScriptedBenchModel(), scripted_bench, limit=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("confidence_low", "found", "hit", "path_length"),
+    [(0.3, False, False, 0), (0.05, True, True, 1)],  # the fallback's best score is 0.1
+)
+def test_only_a_search_that_found_the_target_is_scored_by_iou(
+    scripted_bench, confidence_low, found, hit, path_length
+):
+    config = SearchConfig(minimum_size=800, confidence_low=confidence_low)
+    report = evaluate_bench(ScriptedBenchModel(), scripted_bench, config, limit=1, progress=False)
+    (dog,) = report.records
+    # the fallback's box is the right one (IoU 1) either way; its path leads to the root
+    assert (dog.found, dog.hit, dog.path_length, dog.iou, dog.steps) == (
+        found,
+        hit,
+        path_length,
+        1.0,
+        5,
+    )
+    assert dog.pred_xywh == _xywh(PLACES["dog"][0])
+    s = Summary.of([dog])
+    assert (s.hits, s.mean_path_length_found, s.mean_path_length_hits) == (
+        (1, 1.0, 1.0) if hit else (0, None, None)
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,8 +254,9 @@ def test_search_eval_cli_with_the_tiny_model(demo_world, tmp_path, capsys):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["folder"] for r in records] == ["direct_attributes"] * 2
     for r in records:
-        assert 1 <= r["path_length"] <= 5 and r["encodes"] <= 5  # image + at most its quarters
-        assert r["model_calls"] >= r["path_length"] and r["hit"] == (r["iou"] > 0.5)
+        assert 1 <= r["steps"] <= 5 and r["encodes"] <= 5  # image + at most its quarters
+        assert r["path_length"] <= r["steps"] and (r["path_length"] > 0) == r["found"]
+        assert r["model_calls"] >= r["steps"] and r["hit"] == (r["found"] and r["iou"] > 0.5)
 
 
 def test_hidden_folders_such_as_notebook_checkpoints_are_skipped(tmp_path):

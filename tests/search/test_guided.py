@@ -3,12 +3,18 @@
 import numpy as np
 import pytest
 
-from vsm_kit.search import SearchConfig, context_phrase, split, visual_search
-from vsm_kit.search.cues import CONTEXT_QUESTION, location_phrase
+from vsm_kit.search import SearchConfig, split, visual_search
+from vsm_kit.search.cues import CONTEXT_QUESTION
 
-from .oracle import ScriptedOracle, coordinate_image
+from .oracle import Located, ScriptedOracle, coordinate_image
+from .parse import Doc
 
 TARGET = (1600, 1200, 1640, 1240)  # xyxy in a 2048×1536 image
+
+
+@pytest.fixture(autouse=True)
+def _without_spacy(no_spacy):
+    """Context cues take the whole phrase here, spaCy or not (`parses` overrides it)."""
 
 
 def _contains(box_xywh, target=TARGET):
@@ -39,9 +45,25 @@ def test_a_weak_target_cue_falls_back_to_the_context_cue():
     result = visual_search(oracle, coordinate_image(2048, 1536), "dog")
     assert result.found and result.box_xywh == (1600, 1200, 40, 40)
     assert oracle.questions == [CONTEXT_QUESTION.format("dog")] * 2
-    assert oracle.phrases == ["on the red mat"] * 2  # one noun chunk (or spaCy-less fallback)
-    assert all(s.cue.startswith("context: ") for s in result.steps[:2])
+    assert oracle.phrases == ["on the red mat"] * 2  # without spaCy: the whole phrase, stripped
+    assert [s.cue for s in result.steps] == [
+        f"context: {oracle.context_answer}#on the red mat"
+    ] * 2 + [None]
     assert result.model_calls == 3 + 2 * 2
+
+
+def test_the_context_phrase_is_segmented_as_the_original_cuts_it(parses):
+    answer = "The dog is most likely to appear near the dog between the sofa and the lamp."
+    parses[" between the sofa and the lamp"] = Doc(
+        [(" ", 1, "dep", "SPACE", ""), ("between", 1, "ROOT", "ADP"), ("the", 3, "det", "DET")]
+        + [("sofa", 1, "pobj", "NOUN"), ("and", 3, "cc", "CCONJ"), ("the", 6, "det", "DET")]
+        + [("lamp", 3, "conj", "NOUN")]
+    )
+    oracle = ScriptedOracle(TARGET, sees_below=400, cue_peak=2.0, context_answer=answer)
+    result = visual_search(oracle, coordinate_image(2048, 1536), "dog")
+    phrase = "region  between the sofa and the lamp"  # two chunks: the phrase, its space kept
+    assert oracle.phrases == [phrase] * 2
+    assert result.steps[0].cue == f"context: {answer}#{phrase}"
 
 
 def test_the_target_cue_threshold_decays_with_depth():
@@ -109,16 +131,6 @@ def test_split_by_aspect_ratio_with_the_remainder_last(box, expected):
     assert sum(w * h for _, _, w, h in parts) == box[2] * box[3]
 
 
-def test_context_phrases():
-    answer = "The cup is most likely to appear on the kitchen table."
-    assert location_phrase(answer, "cup") == "on the kitchen table"
-    assert (
-        location_phrase("Near the dog, the ball is most likely to appear by the dog.", "dog") == ""
-    )
-    assert context_phrase("It is most likely to appear", "cup") == "region "
-    assert context_phrase(answer, "cup") in ("on the kitchen table", "the kitchen table")
-
-
 def test_result_serialises_to_json_ready_data():
     import json
 
@@ -128,6 +140,57 @@ def test_result_serialises_to_json_ready_data():
     data = json.loads(json.dumps(result.to_dict()))
     assert data["found"] and len(data["steps"]) == 3 and "heatmap" not in data["steps"][0]
     assert isinstance(result.steps[0].heatmap, np.ndarray)
+
+
+class QuadrantCue:
+    """Test double that never detects; on the whole image its target cue is one value per
+    sub-patch (in `split` order), so the sub-patch scores are set by hand."""
+
+    def __init__(self, values):
+        self.values, self.sizes = values, []
+
+    def set_image(self, patch):
+        self.sizes.append(patch.shape[:2])
+
+    def locate(self, target, cue=True):
+        h, w = self.sizes[-1]
+        mask = None
+        if cue:  # only the whole image is split here
+            mask = np.zeros((h, w))
+            for (x, y, bw, bh), value in zip(split((0, 0, w, h)), self.values, strict=True):
+                mask[y : y + bh, x : x + bw] = value
+        return Located(np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.1]), mask)
+
+    def locate_batch(self, patches, target, cue=True):
+        out = []
+        for patch in patches:
+            self.set_image(patch)
+            out.append(self.locate(target, cue))
+        return out
+
+
+@pytest.mark.parametrize(
+    ("size", "values", "order"),
+    [
+        # four equal siblings pushed a, b, c, d leave the heap as a, c, b, d
+        ((1024, 768), (10, 10, 10, 10), "acbd"),  # 2×2, a constant cue: every score 0
+        ((2048, 600), (10, 10, 10, 10), "acbd"),  # a row of 4
+        ((600, 2048), (7, 7, 7, 7), "acbd"),  # a column of 4
+        ((1024, 768), (10, 10, 10, 5), "acbd"),  # three tie above the fourth
+        ((1024, 768), (6, 10, 8, 5), "bcad"),  # no tie: best first
+    ],
+)
+@pytest.mark.parametrize("batch", [False, True])
+def test_equal_siblings_leave_the_queue_in_heap_order(size, values, order, batch):
+    config = SearchConfig(minimum_size=550)  # the image is split, its sub-patches are not
+    result = visual_search(
+        QuadrantCue(values), coordinate_image(*size), "dog", config, batch_siblings=batch
+    )
+    parts = split((0, 0, *size))
+    assert [s.box_xywh for s in result.steps] == [(0, 0, *size)] + [
+        parts["abcd".index(k)] for k in order
+    ]
+    assert not result.found  # nothing detected: every sibling was visited
 
 
 SCENARIOS = {

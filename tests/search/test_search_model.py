@@ -89,3 +89,23 @@ def test_locate_without_the_cue_skips_only_the_mask(tiny_vsm):
     assert bare.mask_logits is None and full.mask_logits.shape == (240, 320)
     np.testing.assert_array_equal(bare.scores, full.scores)
     np.testing.assert_array_equal(bare.boxes_xyxy, full.boxes_xyxy)
+
+
+def test_answers_are_cleaned_as_the_original_cleans_them(tiny_vsm, monkeypatch):
+    from vsm_kit.model import VSMPredictor
+
+    predictor = VSMPredictor(*tiny_vsm)
+    predictor.set_image(np.zeros((64, 80, 3), np.uint8))
+    asked = []
+
+    def decode(ids, skip_special_tokens=False):
+        asked.append(skip_special_tokens)
+        return "\n the  cup\nis    most likely to appear on the mat \n"
+
+    monkeypatch.setattr(predictor.tokenizer, "decode", decode)
+    # newlines go (not made spaces), each pair of spaces becomes one in one pass, ends stripped
+    assert (
+        predictor.answer("Where?", max_new_tokens=2)
+        == "the cupis  most likely to appear on the mat"
+    )
+    assert asked == [True]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from .conversation import render, tokenize_with_image
+from .conversation import image_prompt, tokenize_with_image
 from .image_inputs import ImageInputs
 from .vsm import VSMForCausalLM
 
@@ -110,7 +110,7 @@ class VSMPredictor:
     @torch.no_grad()
     def _loc_states(self, target: str, clip: torch.Tensor) -> torch.Tensor:
         """The state before [LOC] of "Sure, [LOC]." for each image's CLIP features: [B, D]."""
-        prompt = render([f"<image>\n{LOCATE.format(target)}", "Sure, [LOC]."])
+        prompt = image_prompt(LOCATE.format(target), "Sure, [LOC].")
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
         embeds, expanded, _ = self.model.embed_with_image(ids.expand(len(clip), -1), clip)
         hidden = self.model.model(inputs_embeds=embeds).last_hidden_state
@@ -169,9 +169,11 @@ class VSMPredictor:
     @torch.no_grad()
     def answer(self, question: str, max_new_tokens: int = 100, use_cache: bool = True) -> str:
         """Greedy answer about the current image (`use_cache=False` recomputes the whole
-        sequence per token, as the original does — kept for comparisons only)."""
+        sequence per token, as the original does — kept for comparisons only). The text is
+        cleaned as the original does: newlines removed (not made spaces), each pair of spaces
+        made one in a single pass (four stay two), ends stripped (§10.6)."""
         image = self._require_image()
-        prompt = render([f"<image>\n{question}", None])
+        prompt = image_prompt(question)
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
         embeds, _, _ = self.model.embed_with_image(ids, image["clip"])
         generated = self.model.generate(
@@ -185,7 +187,7 @@ class VSMPredictor:
             pad_token_id=self.ids.pad,
         )[0].tolist()
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
-        return " ".join(text.replace("\n", " ").split())
+        return text.replace("\n", "").replace("  ", " ").strip()
 
 
 def _key(image: np.ndarray) -> tuple:

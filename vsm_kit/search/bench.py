@@ -1,7 +1,9 @@
 """Search evaluation on a V*Bench-format folder: images in subfolders, each beside a json of the
 same stem whose `target_object` names pair with `bbox` boxes (xywh pixels). As the original does,
-every named target of every image is searched for and counts as a hit when the returned box
-overlaps the annotated one with IoU > 0.5 (§10.5)."""
+every named target of every image is searched for; a search that found the target (its box was
+confident, or the best fallback reached `confidence_low`) is a hit when its box overlaps the
+annotated one with IoU > 0.5; one that did not is a miss with path length 0, whatever the IoU of
+its fallback box (§10.5)."""
 
 from __future__ import annotations
 
@@ -113,11 +115,12 @@ class SampleRecord:
     target: str
     gt_xywh: list[float]
     pred_xywh: list[float] | None
-    iou: float
-    hit: bool  # iou > HIT_IOU, whether or not the search reported the target found
+    iou: float  # of the returned box, a fallback's below confidence_low included
+    hit: bool  # found and iou > HIT_IOU
     found: bool
     score: float
-    path_length: int
+    path_length: int  # as scored: the search's path length when found, else 0
+    steps: int  # patches visited
     model_calls: int
     encodes: int
     seconds: float  # the search alone, image decoding excluded
@@ -128,7 +131,7 @@ class Summary:
     samples: int
     hits: int
     success_rate: float  # hits / samples
-    mean_path_length: float
+    mean_path_length_found: float | None  # over the searches that found the target, else None
     mean_path_length_hits: float | None  # what the original prints; None without hits
     mean_model_calls: float
     mean_seconds: float
@@ -136,11 +139,12 @@ class Summary:
     @classmethod
     def of(cls, records: list[SampleRecord]) -> Summary:
         hits = [r for r in records if r.hit]
+        found = [r for r in records if r.found]  # the others' path length 0 is no length
         return cls(
             samples=len(records),
             hits=len(hits),
             success_rate=len(hits) / len(records),
-            mean_path_length=_mean(r.path_length for r in records),
+            mean_path_length_found=_mean(r.path_length for r in found) if found else None,
             mean_path_length_hits=_mean(r.path_length for r in hits) if hits else None,
             mean_model_calls=_mean(r.model_calls for r in records),
             mean_seconds=_mean(r.seconds for r in records),
@@ -179,10 +183,10 @@ class BenchReport:
 
     def __str__(self) -> str:
         s = self.summary
-        hits = "-" if s.mean_path_length_hits is None else f"{s.mean_path_length_hits:.2f}"
+        found, hits = (_text(v) for v in (s.mean_path_length_found, s.mean_path_length_hits))
         return (
             f"{s.hits}/{s.samples} hits (success rate {s.success_rate:.1%}), mean path length "
-            f"{s.mean_path_length:.2f} (hits: {hits}), {s.mean_model_calls:.1f} model calls, "
+            f"{hits} over hits ({found} when found), {s.mean_model_calls:.1f} model calls, "
             f"{s.mean_seconds:.2f} s per search"
         )
 
@@ -214,7 +218,7 @@ def evaluate_bench(
             image_path, image = s.image, load_rgb(s.image)
         result = visual_search(model, image, s.target, config, batch_siblings=batch_siblings)
         pred = None if result.box_xywh is None else [float(v) for v in result.box_xywh]
-        iou = _iou(pred, s.box_xywh)
+        iou = _iou(pred, s.box_xywh)  # logged for every search, scored only for found ones
         records.append(
             SampleRecord(
                 folder=s.folder,
@@ -223,10 +227,11 @@ def evaluate_bench(
                 gt_xywh=list(s.box_xywh),
                 pred_xywh=pred,
                 iou=iou,
-                hit=iou > HIT_IOU,
+                hit=result.found and iou > HIT_IOU,
                 found=result.found,
                 score=float(result.score),
-                path_length=result.path_length,
+                path_length=result.path_length if result.found else 0,
+                steps=len(result.steps),
                 model_calls=result.model_calls,
                 encodes=result.encodes,
                 seconds=result.seconds,
@@ -249,15 +254,15 @@ def summary_table(report: BenchReport) -> list[dict]:
     """One row per folder and a last row `all`, rounded for display (e.g. in a notebook)."""
     rows = []
     for folder, s in [*report.per_folder.items(), ("all", report.summary)]:
-        hits = s.mean_path_length_hits
+        found, hits = s.mean_path_length_found, s.mean_path_length_hits
         rows.append(
             {
                 "folder": folder,
                 "samples": s.samples,
                 "hits": s.hits,
                 "success rate": round(s.success_rate, 3),
-                "mean path length": round(s.mean_path_length, 2),
                 "mean path length (hits)": None if hits is None else round(hits, 2),
+                "mean path length (found)": None if found is None else round(found, 2),
                 "mean model calls": round(s.mean_model_calls, 2),
                 "mean seconds": round(s.mean_seconds, 3),
             }
@@ -276,6 +281,10 @@ def _iou(pred_xywh, gt_xywh) -> float:
         return 0.0
     boxes = torch.from_numpy(xywh_to_xyxy(np.array([pred_xywh, gt_xywh])))
     return float(box_iou(boxes[:1], boxes[1:])[0, 0])
+
+
+def _text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _mean(values) -> float:

@@ -1,30 +1,34 @@
-"""Context cues: the location phrase in the model's answer, reduced to a noun chunk.
+"""Context cues: the location phrase in the model's answer, reduced to a noun chunk (§10.5–10.6).
 
-With spaCy's `en_core_web_sm` installed the phrase is split into noun chunks by the original
-rule (§10.6); without it the phrase itself is the one chunk — the search never fails for lack
-of spaCy, it only loses the trimming of long answers.
+The phrase is kept exactly as the original cuts it, leading space included: the noun chunks
+and `"region " + phrase` see it as is. With spaCy's `en_core_web_sm` (the `search` extra) the
+phrase is split into noun chunks by the original rule; without it the search warns once per
+process and takes the stripped phrase as the one chunk — it never fails for lack of spaCy, it
+only loses the trimming of long answers.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 CONTEXT_QUESTION = (
     "According to the common sense knowledge and possible visual cues, what is the most likely "
     "location of the {} in the image?"
 )
 ANSWER_MARK = "most likely to appear"
+SPACY_INSTALL = "pip install spacy && python -m spacy download en_core_web_sm"
+_LEFT_DEPS = ("amod", "compound", "poss")
+_RIGHT_DEPS = ("relcl", "prep")
 
 
 def location_phrase(answer: str, target: str) -> str:
-    """`"The cup is most likely to appear on the kitchen table."` → `"on the kitchen table"`:
-    the text after the last answer mark, without a final period, after the last mention of the
-    target."""
+    """`"The cup is most likely to appear on the kitchen table."` → `" on the kitchen table"`:
+    the text after the last answer mark, stripped, without one final period, then after the
+    last mention of the target (the whole text when there is none) — not stripped again."""
     text = answer.split(ANSWER_MARK)[-1].strip()
     text = text[:-1] if text.endswith(".") else text
-    if target and target in text:
-        text = text.split(target)[-1]
-    return text.strip()
+    return text.split(target)[-1] if target else text  # "".split("") would raise
 
 
 def context_phrase(answer: str, target: str) -> str:
@@ -36,41 +40,55 @@ def context_phrase(answer: str, target: str) -> str:
 
 
 def noun_chunks(text: str) -> list[str]:
-    nlp = _spacy()
+    """The noun chunks of `text` in sentence order; without spaCy, the stripped text alone."""
+    nlp = _load_spacy()
     if nlp is None:
-        return [text] if text else []
+        return [text.strip()] if text.strip() else []
     return _chunks(nlp(text))
 
 
 @functools.cache
-def _spacy():
+def _load_spacy():
+    """spaCy's English pipeline, or None after a warning (once: the result is cached)."""
     try:
         import spacy
-
-        return spacy.load("en_core_web_sm")
-    except (ImportError, OSError):
-        return None
+    except ImportError:
+        missing = "spaCy is not installed"
+    else:
+        try:
+            return spacy.load("en_core_web_sm")
+        except OSError:
+            missing = "spaCy's English model en_core_web_sm is not installed"
+    warnings.warn(
+        f"{missing}: context cues segment the whole location phrase instead of its noun chunk, "
+        f"unlike the original. To match it: {SPACY_INSTALL}",
+        UserWarning,
+        stacklevel=2,
+    )
+    return None
 
 
 def _chunks(doc) -> list[str]:
-    """Nouns and pronouns grown left over amod/compound/poss children and right over
-    relcl/prep children; longest spans first, dropping spans that touch a kept one."""
+    """Nouns and pronouns grown left over amod/compound/poss children (nearest first) and right
+    over relcl/prep children (in order) to the edge of each child's subtree; longest spans
+    first, dropping a span that shares a token with a kept one (spans that only touch are both
+    kept); in sentence order. Spans are (start, end) with the end inclusive."""
     spans = []
     for token in doc:
         if token.pos_ not in ("NOUN", "PRON"):
             continue
-        start, end = token.i, token.i + 1
+        start = end = token.i
         for child in reversed(list(token.lefts)):
-            if child.dep_ not in ("amod", "compound", "poss"):
+            if child.dep_ not in _LEFT_DEPS:
                 break
-            start = min(start, child.left_edge.i)
+            start = child.left_edge.i
         for child in token.rights:
-            if child.dep_ not in ("relcl", "prep"):
+            if child.dep_ not in _RIGHT_DEPS:
                 break
-            end = max(end, child.right_edge.i + 1)
+            end = child.right_edge.i
         spans.append((start, end))
     kept: list[tuple[int, int]] = []
-    for s, e in sorted(spans, key=lambda se: se[1] - se[0], reverse=True):
-        if all(e < ks or s > ke for ks, ke in kept):  # touching counts as overlapping
+    for s, e in sorted(spans, key=lambda span: span[1] - span[0], reverse=True):
+        if all(min(e, ke) - max(s, ks) < 0 for ks, ke in kept):
             kept.append((s, e))
-    return [doc[s:e].text for s, e in sorted(kept)]
+    return [doc[s : e + 1].text for s, e in sorted(kept)]

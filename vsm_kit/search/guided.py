@@ -15,7 +15,6 @@ four single calls (a GPU) and the search goes on past the first sibling.
 from __future__ import annotations
 
 import heapq
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,8 +119,7 @@ class _Search:
         height, width = image.shape[:2]
         self.smallest = config.smallest_size(width, height)
         self.steps = [Step(0, (0, 0, width, height), 1, None, -1)]
-        self.queue: list = []
-        self.order = itertools.count()  # ties leave the queue in the order they entered
+        self.queue: list[_Queued] = []
         self.calls = self.encodes = 0
         self.all_boxes: list = []
         self.start = time.perf_counter()
@@ -136,7 +134,7 @@ class _Search:
                 return self.result(True, node)
             if not self.queue:
                 break
-            _, _, node = heapq.heappop(self.queue)
+            node = heapq.heappop(self.queue).step
             node.index = len(self.steps)
             self.steps.append(node)
         # queue exhausted: the best tentative detection, if it is good enough
@@ -176,7 +174,7 @@ class _Search:
         for box in split(node.box_xywh):
             score = sum(_mass(a, box) / 4**a.level for a in lineage)
             child = Step(-1, box, node.level + 1, score, node.index)
-            heapq.heappush(self.queue, (-score, next(self.order), child))
+            heapq.heappush(self.queue, _Queued(-score, child))
         return False
 
     def splits(self, box) -> bool:
@@ -194,7 +192,7 @@ class _Search:
         cue = self.splits(node.box_xywh)
         siblings = []
         if self.batch and node.parent >= 0:
-            queued = (item[2] for item in self.queue)
+            queued = (item.step for item in self.queue)
             siblings = [s.box_xywh for s in queued if s.parent == node.parent]
         self.calls += 1
         if not siblings:
@@ -229,6 +227,20 @@ class _Search:
             seconds=time.perf_counter() - self.start,
             all_boxes_xywh=self.all_boxes,
         )
+
+
+class _Queued:
+    """A queue entry that compares on its priority alone, as the original's `PriorityQueue`
+    items do: equal scores then leave the heap in heap order (four equal siblings pushed
+    a, b, c, d pop as a, c, b, d), not in the order they entered (§10.4)."""
+
+    __slots__ = ("priority", "step")
+
+    def __init__(self, priority: float, step: Step):
+        self.priority, self.step = priority, step
+
+    def __lt__(self, other: _Queued) -> bool:
+        return self.priority < other.priority
 
 
 def split(box_xywh: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
