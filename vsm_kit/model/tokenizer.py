@@ -12,6 +12,8 @@ different tokens per prompt). The rule, checked against 4.31 itself in `tests/co
   unless `special_tokens_map.json` names them as plain strings);
 - every remaining chunk is encoded by SentencePiece on its own, dummy prefix included
   (`<im_end>` "Please" → `<im_end> ▁Please`), and a BOS starts the ids.
+A config's `legacy` key is not read: the original's base folders predate it (4.31 then runs the
+legacy rule) and its merge writes `true`; older vsm_kit saves wrote `false` by mistake.
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ IM_START, IM_END, IM_PATCH = "<im_start>", "<im_end>", "<im_patch>"
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token")
 DEFAULT_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# `clean_up_tokenization_spaces`: transformers' English clean-up of decoded text, in its order
+CLEAN_UP = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,7 @@ class Tokenizer:
         self.pad_token = self.unk_token
         self.add_bos = bool(config.get("add_bos_token", True))
         self.add_eos = bool(config.get("add_eos_token", False))
+        self.clean_up_spaces = bool(config.get("clean_up_tokenization_spaces", False))
         self._split = None
 
     # ---- vocabulary ---------------------------------------------------------------------------
@@ -168,7 +184,11 @@ class Tokenizer:
             else:
                 run.append(i)
         out += [self.sp.decode(run)] if run else []
-        return " ".join(out)
+        text = " ".join(out)
+        if self.clean_up_spaces:  # the folder asks for transformers' English clean-up
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
+        return text
 
     # ---- saving -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
