@@ -12,11 +12,16 @@ from typing import get_args, get_origin, get_type_hints
 import ipywidgets as W
 
 from vsm_kit.errors import VsmKitError
-from vsm_kit.train.config import ARCHS, PRECISIONS, ConfigError, RunConfig
+from vsm_kit.train.config import ARCHS, GIOU_MODES, PRECISIONS, ConfigError, RunConfig
 
 from ._guard import Panel, error_html, guarded
 
-CHOICES = {"precision": PRECISIONS, "weights.arch": ARCHS, "zero.stage": (0, 1, 2, 3)}
+CHOICES = {
+    "precision": PRECISIONS,
+    "weights.arch": ARCHS,
+    "loss.giou": GIOU_MODES,
+    "zero.stage": (0, 1, 2, 3),
+}
 SECTION_TITLES = {"optim": "Optimiser", "lora": "LoRA", "zero": "ZeRO"}
 LIVE = ("starting", "running")
 INVALID_BORDER = "1px solid #b00020"

@@ -8,7 +8,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from vsm_kit.data import boxes
-from vsm_kit.data.masks import decode_segmentation
+from vsm_kit.data.masks import SummedParts, decode_segmentation, sum_segmentation_parts
 from vsm_kit.data.sources import load_refs
 from vsm_kit.demo._draw import uncompressed_rle
 from vsm_kit.errors import MalformedJsonError, UnsafePickleError
@@ -46,6 +46,35 @@ def test_rle_forms_decode_identically():
     assert np.array_equal(decode_segmentation(as_str, 7, 5), mask)
     # refCLEF: a list of compressed RLEs, OR-ed (overlap stays 1, never 2)
     assert np.array_equal(decode_segmentation([as_str, as_str], 7, 5), mask)
+
+
+def _compressed(mask: np.ndarray, as_str: bool = True) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode() if as_str else rle["counts"]}
+
+
+def test_refer_parts_are_summed_as_the_original_composes_them():
+    """The original's refer training mask: decoded parts summed and cast to uint8, so overlaps
+    hold 2 (§3.4); the bool union stays what `Target.mask()` shows."""
+    a = np.zeros((6, 8), bool)
+    a[1:4, 1:5] = True
+    b = np.zeros((6, 8), bool)
+    b[2:5, 3:7] = True
+    expected = a.astype(np.uint8) + b.astype(np.uint8)  # 2 on rows 2-3, columns 3-4
+    seg = [_compressed(a), _compressed(b, as_str=False)]  # str counts are encoded to bytes
+    summed = sum_segmentation_parts(seg, 6, 8)
+    assert summed.dtype == np.uint8 and np.array_equal(summed, expected)
+    assert summed.max() == 2 and (summed == 2).sum() == 4
+    lazy = SummedParts(seg, 6, 8)
+    assert np.array_equal(lazy.summed(), expected)
+    assert lazy().dtype == bool and np.array_equal(lazy(), a | b)
+    assert np.array_equal(lazy(), decode_segmentation(seg, 6, 8))
+    # polygons go through frPyObjects with the image size: the same polygon twice sums to 2
+    square = [1, 1, 5, 1, 5, 4, 1, 4]
+    once = decode_segmentation([square], 6, 8)
+    assert np.array_equal(sum_segmentation_parts([square, square], 6, 8), 2 * once)
+    empty = sum_segmentation_parts([], 6, 8)
+    assert empty.dtype == np.uint8 and empty.shape == (6, 8) and not empty.any()
 
 
 @pytest.mark.parametrize(

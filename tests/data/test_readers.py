@@ -9,6 +9,8 @@ from vsm_kit.data.masks import decode_segmentation
 from vsm_kit.errors import MissingDataError
 from vsm_kit.jsonio import load_json
 
+from .edits import drop_coco_boxes
+
 
 def _key(record_or_truth, ds=None):
     path = record_or_truth.image_path.relative_to(ds).as_posix() if ds else record_or_truth.image
@@ -148,3 +150,25 @@ def test_open_sources_reports_what_cannot_be_read(world_copy):
     opened, failed = open_sources(world_copy)
     assert set(failed) == {"goldg_mixed"} and "byte 12" in failed["goldg_mixed"]
     assert len(opened) == len(SOURCES) - 1
+
+
+def test_cocostuff_keeps_classes_without_boxes_as_candidates(world_copy):
+    """Every class of the label map is a target, as the original samples them, even one whose
+    boxes are missing (no boxes, the label-map mask)."""
+    rec = open_source("cocostuff", world_copy)[7]
+    name = rec.image_path.name
+    texts = [t.text for t in rec.targets]
+    assert "chair" in texts
+    drop_coco_boxes(world_copy, name, "chair")
+    again = open_source("cocostuff", world_copy)[7]
+    assert [t.text for t in again.targets] == texts
+    chair = again.targets[texts.index("chair")]
+    assert chair.boxes_xyxy.shape == (0, 4) and chair.mask().any()
+
+
+@pytest.mark.parametrize("name", ["refclef", "refcoco", "refcoco+", "refcocog"])
+def test_refer_targets_hold_the_summed_training_mask(demo_world, name):
+    for rec in open_source(name, demo_world.dataset)[:3]:
+        for t in rec.targets:
+            summed = t.mask_fn.summed()
+            assert summed.dtype == np.uint8 and np.array_equal(summed > 0, t.mask())

@@ -79,20 +79,46 @@ def test_focal_l1_and_giou_by_hand():
     assert out["detection_loss_giou"].item() == pytest.approx(1 - 1 / 3, rel=1e-5)
 
 
-def test_giou_intended_vs_original_broadcasting():
-    """Query 0 is valid with two boxes, query 1 a VQA row with the dummy box. The intended loss
-    averages over valid pairs; the original multiplies the sum over all pairs by k_valid."""
-    logits = torch.zeros(2, 3, 1)
+def test_default_giou_is_the_originals_sum_over_all_pairs_with_vqa_rows():
+    """Queries 0 and 1 are valid (two boxes and one), query 2 a VQA row with the dummy box.
+    The original's term (§6.3), the default, is (Σ_valid k_q) · Σ_{every matched pair, the
+    dummy's included} (1 − GIoU) / num_boxes; "normalized" sums the valid pairs only."""
+    logits = torch.zeros(3, 3, 1)
+    # patches A [0.2,0.3]², B [0.7,0.8]², C [0.25,0.75]², the same for every query
     patches = _boxes([0.25, 0.25, 0.1, 0.1], [0.75, 0.75, 0.1, 0.1], [0.5, 0.5, 0.5, 0.5])
-    boxes = torch.stack([patches, patches])
-    gt = [_boxes([0.3, 0.25, 0.1, 0.1], [0.75, 0.75, 0.1, 0.1]), _boxes([0.5, 0.5, 1.0, 1.0])]
-    valid = torch.tensor([1, 0])
-    # pair (0,0): [0.2,0.3]x[0.2,0.3] vs [0.25,0.35]x[0.2,0.3] → IoU 0.005/0.015 = 1/3, GIoU 1/3
-    # pair (1,1): identical → 0 ; dummy: [0.25,0.75]² inside [0,1]² → IoU 0.25, GIoU 0.25
-    intended = detection_losses(logits, boxes, gt, valid)["detection_loss_giou"].item()
-    original = detection_losses(logits, boxes, gt, valid, giou_compat_original=True)[
-        "detection_loss_giou"
-    ].item()
-    assert intended == pytest.approx((2 / 3) / 2, rel=1e-5)
-    assert original == pytest.approx(2 * (2 / 3 + 0.75) / 2, rel=1e-5)
+    boxes = patches.expand(3, -1, -1)
+    gt = [
+        _boxes([0.3, 0.25, 0.1, 0.1], [0.75, 0.75, 0.1, 0.1]),  # → A and B
+        _boxes([0.5, 0.5, 0.4, 0.4]),  # → C
+        _boxes([0.5, 0.5, 1.0, 1.0]),  # VQA dummy → C
+    ]
+    valid = torch.tensor([1, 1, 0])
+    # A vs [0.25,0.35]x[0.2,0.3]: IoU 0.005/0.015 = 1/3, enclosure = union → 1 − GIoU = 2/3
+    # B vs itself: 0.  C vs [0.3,0.7]² (inside C): IoU 0.16/0.25, enclosure = C → 0.36
+    # C vs the dummy [0,1]² (C inside): IoU 0.25/1, enclosure = union → 0.75
+    pairs_valid = 2 / 3 + 0 + 0.36
+    pairs_all = pairs_valid + 0.75
+    k_valid = num_boxes = 3
+    out = detection_losses(logits, boxes, gt, valid)
+    assert out["detection_loss_giou"].item() == pytest.approx(
+        k_valid * pairs_all / num_boxes, rel=1e-5
+    )
+    l1 = 0.05 + 0 + 0.2  # |Δ| of the valid pairs (A: x by 0.05; C: w and h by 0.1)
+    assert out["detection_loss_bbox"].item() == pytest.approx(l1 / num_boxes, rel=1e-5)
+    w = LossWeights()
+    expected = w.detection * (
+        w.det_class * out["detection_loss_ce"].item()
+        + w.det_bbox * l1 / num_boxes
+        + w.det_giou * k_valid * pairs_all / num_boxes
+    )
+    assert out["detection_loss"].item() == pytest.approx(expected, rel=1e-5)
+    normalized = detection_losses(logits, boxes, gt, valid, giou="normalized")
+    assert normalized["detection_loss_giou"].item() == pytest.approx(
+        pairs_valid / num_boxes, rel=1e-5
+    )
+    # without any valid query the original's factor Σ_valid k_q is 0
+    none = detection_losses(logits, boxes, gt, torch.zeros(3, dtype=torch.long))
+    assert none["detection_loss_giou"].item() == 0
+    with pytest.raises(ValueError, match="giou"):
+        detection_losses(logits, boxes, gt, valid, giou="intended")
     assert LossWeights().detection == 0.1

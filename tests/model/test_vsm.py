@@ -44,12 +44,116 @@ def test_forward_backward_finite_and_only_trainables_get_grads(demo_world, tiny_
         "model.mask_decoder",
         "model.visual_projection",
         "model.owlvit.class_head",
-        "model.owlvit.layer_norm",
         "model.mm_projector",
     ):
         assert any(n.startswith(part) for n in trained), part
+    # trainable, but applied under no_grad as in the original: never a gradient
+    norm = model.model.owlvit.layer_norm
+    assert all(p.requires_grad and p.grad is None for p in norm.parameters())
     model.zero_grad()
     model.eval()
+
+
+def test_lora_model_trains_the_originals_set_and_passes_the_giou_mode(demo_world):
+    """The PEFT-wrapped model keeps `owlvit.layer_norm` trainable (the original's trainable set,
+    so checkpoints hold it) though it never gets a gradient; `giou` reaches the loss through
+    the wrapper as the engine passes it."""
+    from vsm_kit.model.weights import load_vsm
+    from vsm_kit.train.config import LoraConfig
+    from vsm_kit.train.lora import wrap_lora
+
+    model, tok, _ = load_vsm(demo_world.weights / "vsm-tiny", arch=vsm_tiny())
+    wrapped = wrap_lora(model, LoraConfig()).train()
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    prefix = "base_model.model.model.owlvit."
+    assert {f"{prefix}layer_norm.weight", f"{prefix}layer_norm.bias"} <= trainable
+    batch = demo_batch(demo_world.dataset, tok)
+    torch.manual_seed(0)
+    out = wrapped(batch=batch)
+    out["loss"].backward()
+    params = dict(wrapped.named_parameters())
+    assert params[f"{prefix}layer_norm.weight"].grad is None
+    assert params[f"{prefix}layer_norm.bias"].grad is None
+    assert params[f"{prefix}class_head.dense0.weight"].grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.manual_seed(0)
+        normalized = wrapped(batch=batch, giou="normalized")["detection_loss_giou"]
+    # every query of the demo batch is valid: the original's term is num_boxes × the mean
+    num_boxes = sum(len(b) for b in batch["bboxes_labels_list"])
+    assert num_boxes > 1
+    assert out["detection_loss_giou"].item() == pytest.approx(
+        num_boxes * normalized.item(), rel=1e-4
+    )
+
+
+def test_bf16_model_runs_upscaling_and_box_bias_in_fp32(demo_world):
+    """Under bf16, as in the original: the mask decoder's upscaling path sees and returns fp32
+    (the transformer before it stays bf16), and the box logits meet the fp32 bias in fp32."""
+    from vsm_kit.model.heads import box_bias
+    from vsm_kit.model.weights import load_vsm
+
+    model, tok, _ = load_vsm(demo_world.weights / "vsm-tiny", arch=vsm_tiny())
+    model = model.to(torch.bfloat16).eval()
+    decoder = model.model.mask_decoder
+    seen: dict[str, list] = {}
+
+    def record(name):
+        def hook(_module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            seen.setdefault(name, []).append((inputs[0].dtype, out.dtype, out))
+
+        return hook
+
+    hooked = {"transformer": decoder.transformer, "upscaling": decoder.output_upscaling}
+    hooked |= {f"upscaling.{k}": m for k, m in enumerate(decoder.output_upscaling)}
+    hooked["box_head"] = model.model.owlvit.box_head
+    handles = [m.register_forward_hook(record(n)) for n, m in hooked.items()]
+    batch = demo_batch(demo_world.dataset, tok)
+    for key in ("images", "images_clip"):
+        batch[key] = batch[key].to(torch.bfloat16)
+    with torch.no_grad():
+        p = model.predict(batch)
+    for h in handles:
+        h.remove()
+    assert {(i, o) for i, o, _ in seen["transformer"]} == {(torch.bfloat16, torch.bfloat16)}
+    # the path takes the transformer's bf16 output; each of its blocks computes in fp32
+    assert {(i, o) for i, o, _ in seen["upscaling"]} == {(torch.bfloat16, torch.float32)}
+    blocks = [n for n in seen if n.startswith("upscaling.")]
+    assert len(blocks) == len(decoder.output_upscaling)
+    for name in blocks:
+        assert {(i, o) for i, o, _ in seen[name]} == {(torch.float32, torch.float32)}, name
+    assert p["masks"][0].dtype == torch.float32
+    logits = torch.cat([out for _, _, out in seen["box_head"]])
+    assert logits.dtype == torch.bfloat16 and p["det_boxes"].dtype == torch.float32
+    bias = box_bias(int(logits.shape[1] ** 0.5))
+    assert bias.dtype == torch.float32
+    assert torch.equal(p["det_boxes"], torch.sigmoid(logits.float() + bias))
+    bf16_sum = torch.sigmoid((logits + bias.to(torch.bfloat16)).float())
+    assert not torch.equal(p["det_boxes"], bf16_sum)
+
+
+def test_mask_decoder_matches_sam_in_fp32_and_box_bias_matches_owlvit():
+    from segment_anything.modeling import MaskDecoder
+    from transformers import OwlViTForObjectDetection
+
+    from vsm_kit.model.heads import VSMMaskDecoder, box_bias, owlvit_config
+
+    arch = vsm_tiny()
+    torch.manual_seed(0)
+    decoder = VSMMaskDecoder(arch.sam).eval()
+    d, g, q = arch.sam.embed_dim, 6, 3
+    args = (
+        torch.randn(1, d, g, g),
+        torch.randn(1, d, g, g),
+        torch.randn(q, 1, d),
+        torch.randn(q, d, g, g),
+    )
+    ours, sam = decoder.predict_masks(*args), MaskDecoder.predict_masks(decoder, *args)
+    assert ours[0].shape == (q, 4, 4 * g, 4 * g)
+    assert torch.allclose(ours[0], sam[0], atol=1e-6) and torch.equal(ours[1], sam[1])
+    detector = OwlViTForObjectDetection(owlvit_config(arch.owlvit))
+    grid = arch.owlvit.image_size // arch.owlvit.patch_size
+    assert torch.equal(box_bias(grid), detector.box_bias)
 
 
 def test_bf16_training_forward_and_images_without_masks(demo_world):

@@ -84,9 +84,7 @@ def test_outputs_equal_the_reference(world_copy):
     o365 = load(world_copy / "object365/image2bboxes.json")
     assert o365 == reference_objects365(world_copy)
     assert not SKIP & set(o365)
-    assert load(world_copy / "MixedGrounding/goldG_train.json") == reference_goldg(
-        world_copy, True
-    )
+    assert load(world_copy / "MixedGrounding/goldG_train.json") == reference_goldg(world_copy, True)
     by_step = {r.step: r for r in summary.steps}
     assert by_step["objects365"].skipped == 3
     assert by_step["coco"].boxes == sum(len(v) for v in reference_coco(world_copy).values())

@@ -36,6 +36,24 @@ def test_the_7b_recipe_is_the_original_default():
     assert cfg.total_steps == 100_000 and cfg.optim.micro_batch * cfg.optim.grad_accum == 8
 
 
+@pytest.mark.parametrize("name", ["demo_tiny_cpu.yaml", "vsm_7b_lora.yaml"])
+def test_recipes_train_with_the_originals_giou_term_and_name_the_other(name):
+    cfg = RunConfig.load(CONFIGS / name)
+    assert cfg.loss.giou == "original" == RunConfig().loss.giou
+    block = (CONFIGS / name).read_text().split("\nloss:\n")[1].split("\nzero:\n")[0]
+    assert "normalized" in block and "#" in block  # the comment says what the option does
+
+
+def test_giou_mode_is_validated_naming_the_field():
+    cfg = RunConfig().replace(**{"loss.giou": "normalized"})
+    assert cfg.validate(check_paths=False).loss.giou == "normalized"
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError) as err:
+        RunConfig().replace(**{"loss.giou": "mean"}).validate(check_paths=False)
+    assert err.value.field == "loss.giou"
+    assert "'mean'" in str(err.value) and "original" in str(err.value)
+
+
 def test_weights_dir_resolves_the_tiny_recipe(demo_world, tmp_path):
     cfg = _tiny(demo_world, tmp_path).resolved().validate()
     assert Path(cfg.weights.base) == demo_world.weights / "llava-tiny"
@@ -62,6 +80,7 @@ def test_weights_dir_resolves_the_tiny_recipe(demo_world, tmp_path):
         ({"optim.lr": -1e-4}, "optim.lr"),
         ({"optim.micro_batch": 0}, "optim.micro_batch"),
         ({"precision": "fp8"}, "precision"),
+        ({"loss.giou": "intended"}, "loss.giou"),
         ({"zero.offload_params": True}, "zero.offload_params"),
     ],
 )

@@ -1,9 +1,15 @@
 """Samples, the hybrid mix and the collate on real demo-world data."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader
 
+from vsm_kit.data.masks import SummedParts
+from vsm_kit.data.records import Target
 from vsm_kit.data.sources import open_source
 from vsm_kit.model.tokenizer import load_tokenizer
 from vsm_kit.model.vsm import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -11,7 +17,9 @@ from vsm_kit.train import hybrid as hybrid_module
 from vsm_kit.train.collate import Collator
 from vsm_kit.train.config import GroupMix, RunConfig
 from vsm_kit.train.hybrid import DataTreeError, HybridDataset, StepSampler
-from vsm_kit.train.samples import ANSWER, build_sample
+from vsm_kit.train.samples import ANSWER, MAX_BOXES, QUESTION, build_sample
+
+from ..data.edits import drop_coco_boxes
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +33,17 @@ def dataset(demo_world):
 
 
 def _supervised_spans(ids, labels, tokenizer) -> list[str]:
-    """The decoded runs of consecutive supervised positions."""
+    """The decoded runs of consecutive supervised positions without spaces (decoding puts one
+    after an added token such as [LOC]), `</s>` spelled out (decoding drops it)."""
     on = (labels != IGNORE_INDEX).tolist() + [False]
     spans, start = [], None
     for k, flag in enumerate(on):
         if flag and start is None:
             start = k
         elif not flag and start is not None:
-            spans.append(tokenizer.decode(ids[start:k]))
+            run = ids[start:k].tolist()
+            eos = "</s>" if run[-1] == tokenizer.eos_token_id else ""
+            spans.append(tokenizer.decode(run[:-1] if eos else run).replace(" ", "") + eos)
             start = None
     return spans
 
@@ -46,7 +57,8 @@ def test_only_assistant_replies_are_supervised(dataset, tok):
     assert any(len(m) > 2 for m in messages)  # a multi-turn VQA conversation is among them
     for r, conv in enumerate(messages):
         ids, labels = batch["input_ids"][r], batch["labels"][r]
-        assert _supervised_spans(ids, labels, tokenizer) == [f"{a}</s>" for a in conv[1::2]]
+        replies = [a.replace(" ", "") + "</s>" for a in conv[1::2]]
+        assert _supervised_spans(ids, labels, tokenizer) == replies
         assert labels[0] == IGNORE_INDEX  # BOS
 
 
@@ -139,3 +151,119 @@ def test_missing_pieces_give_the_layout_report(world_copy):
         HybridDataset(world_copy, RunConfig().data.mix)
     text = str(err.value)
     assert "refcoco" in text and "Dataset layout under" in text and "missing" in text
+
+
+def _with_targets(source, targets, i=0):
+    return dataclasses.replace(source[i], targets=tuple(targets))
+
+
+def _many_boxes(rec, n):
+    x = np.arange(n, dtype=np.float32)[:, None] % (rec.width - 2)
+    return np.concatenate([x, x * 0, x + 2, x * 0 + 2], 1)
+
+
+@pytest.mark.parametrize(("name", "kept"), [("objects365", MAX_BOXES), ("paco_lvis", 150)])
+def test_box_cap_applies_to_objects365_and_cocostuff_only(demo_world, name, kept):
+    source = open_source(name, demo_world.dataset)
+    t = source[0].targets[0]
+    many = dataclasses.replace(t, boxes_xyxy=_many_boxes(source[0], 150))
+    sample = build_sample(_with_targets(source, [many]), source, np.random.default_rng(0))
+    assert len(sample.boxes[0]) == kept
+
+
+def test_objects365_alternatives_keep_their_spaces(demo_world):
+    source = open_source("objects365", demo_world.dataset)
+    t = dataclasses.replace(source[0].targets[0], text="Tape Measur/ Ruler")
+    record = _with_targets(source, [t])
+    drawn = {}
+    for seed in range(20):
+        sample = build_sample(record, source, np.random.default_rng(seed))
+        drawn[sample.texts[0]] = sample.messages[0][0]
+    assert drawn == {
+        "Tape Measur": QUESTION.format("tape measur"),
+        " Ruler": QUESTION.format(" ruler"),  # "Please locate the  ruler in this image."
+    }
+
+
+def test_refer_masks_are_the_summed_parts_up_to_the_batch(demo_world, tok):
+    """Overlapping segmentation parts give 2 in the training target, as the original trains
+    (§3.4), while the target's display mask stays bool."""
+    source = open_source("refcoco", demo_world.dataset)
+    rec = source[0]
+    h, w = rec.height, rec.width
+    a, b = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
+    a[2:10, 2:10], b[6:14, 6:14] = 1, 1
+    parts = [mask_utils.encode(np.asfortranarray(m)) for m in (a, b)]
+    parts = [{"size": p["size"], "counts": p["counts"].decode()} for p in parts]
+    t = Target(rec.targets[0].text, rec.targets[0].boxes_xyxy, mask_fn=SummedParts(parts, h, w))
+    sample = build_sample(_with_targets(source, [t]), source, np.random.default_rng(0))
+    assert sample.masks.dtype == torch.uint8
+    assert torch.equal(sample.masks[0], torch.from_numpy(a + b)) and sample.masks.max() == 2
+    assert t.mask().dtype == bool and t.mask().sum() == ((a + b) > 0).sum()
+    inputs = HybridDataset(demo_world.dataset, {"refer_seg": GroupMix(1, {"refcoco": 1})}).inputs
+    sample.images, sample.images_clip = inputs.both(
+        torch.from_numpy(rec.load_image()).permute(2, 0, 1)
+    )
+    batch = Collator(*tok)([sample])
+    assert batch["masks_list"][0].max() == 2.0 and batch["masks_valid_list"][0].tolist() == [1]
+    paco = open_source("paco_lvis", demo_world.dataset)
+    plain = build_sample(paco[0], paco, np.random.default_rng(0))
+    assert plain.masks.dtype == torch.uint8 and plain.masks.max() == 1
+
+
+def test_cocostuff_class_without_boxes_is_a_candidate_and_redraws(demo_world, world_copy):
+    """The original samples among every class of the label map and asserts when a sampled one
+    has no box: such draws are re-drawn, the others are the original's samples."""
+    source = open_source("cocostuff", world_copy)
+    drop_coco_boxes(world_copy, source[7].image_path.name, "chair")
+    source = open_source("cocostuff", world_copy)
+    record = source[7]
+    assert len(record.targets) == 4  # car, dog, bottle and the box-less chair
+    outcomes = [build_sample(record, source, np.random.default_rng(s)) for s in range(200)]
+    drawn = [s for s in outcomes if s is not None]
+    assert {tuple(sorted(s.texts)) for s in drawn} == {("bottle", "car", "dog")}
+    # 3 of 4 classes: the box-less one is among them in 3 draws of 4
+    assert 0.6 < 1 - len(drawn) / len(outcomes) < 0.9
+
+
+def _vqa(demo_world, turns):
+    source = open_source("llava_instruct_80k", demo_world.dataset)
+    record = dataclasses.replace(source[0], conversations=tuple(turns))
+    return build_sample(record, source, np.random.default_rng(0))
+
+
+def _turn(role, text):
+    return {"from": role, "value": text}
+
+
+def test_vqa_image_message_rewritten_wherever_it_is(demo_world):
+    sample = _vqa(
+        demo_world,
+        [
+            _turn("gpt", "Hello."),  # a first turn not from the human is dropped
+            _turn("human", "Hi there."),
+            _turn("gpt", "Look: \n<image> here "),
+            _turn("human", "And?"),
+            _turn("gpt", "That is all."),
+        ],
+    )
+    # the image message is rebuilt as "<image>[LOC]\n" + its stripped text, even a reply
+    assert sample.messages == [["Hi there.", "<image>[LOC]\nLook: \n here", "And?", "That is all."]]
+    assert sample.bboxes_valid == [0] and sample.masks is None
+    first = _vqa(demo_world, [_turn("human", "What is it?\n<image>"), _turn("gpt", "A cup.")])
+    assert first.messages == [["<image>[LOC]\nWhat is it?", "A cup."]]
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [_turn("human", "<image>\nA?"), _turn("human", "B?")],  # no alternation (asserts)
+        [_turn("human", "<image>\nA?"), _turn("bot", "B.")],  # an unknown role
+        [_turn("human", "<image>\nA?"), _turn("gpt", "B."), _turn("human", "<image> C?")],
+        [_turn("human", "A?"), _turn("gpt", "B.")],  # no image
+        [_turn("human", "<image>\nA?"), _turn("gpt", "B."), _turn("human", "C?")],  # no answer
+        [_turn("gpt", "<image>\nA.")],  # nothing left once the first turn is dropped
+    ],
+)
+def test_vqa_conversations_the_original_cannot_train_on_are_redrawn(demo_world, turns):
+    assert _vqa(demo_world, turns) is None

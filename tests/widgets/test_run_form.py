@@ -71,6 +71,23 @@ def test_changing_controls_updates_config(valid):
     assert form.config.max_steps is None
 
 
+def test_giou_mode_is_a_choice_shown_and_edited(valid, tmp_path):
+    form = RunForm(valid)
+    control = form.controls["loss.giou"]
+    assert tuple(control.options) == ("original", "normalized") and control.value == "original"
+    control.value = "normalized"
+    assert form.config.loss.giou == "normalized" and form.error_field is None
+    again = RunForm()
+    again.load(form.save(tmp_path / "run.yaml"))
+    assert again.controls["loss.giou"].value == "normalized"
+    d = valid.to_dict()
+    d["loss"]["giou"] = "mean"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(d))
+    form.load(tmp_path / "bad.yaml")
+    assert form.error_field == "loss.giou" and "loss.giou" in form.message.value
+    assert form.launch_button.disabled
+
+
 def test_negative_lr_names_the_field_and_disables_launch(valid):
     form = RunForm(valid)
     form.controls["optim.lr"].value = -1.0

@@ -1,8 +1,8 @@
 """VSM training losses: language CE, mask BCE + DICE, and the one-class DETR-style detection loss.
 
-Weights and formulas follow the original implementation (see `LossWeights`); where its GIoU term
-multiplies by a broadcasting slip, the intended loss is the default and the original behaviour is
-available with `giou_compat_original=True`.
+Weights and formulas follow the original implementation (see `LossWeights`), its GIoU term
+included: a broadcasting slip there turns the mean over valid pairs into a k-weighted sum over
+every matched pair (`giou="original"`, the default); `giou="normalized"` is the intended mean.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 DICE_SCALE, DICE_EPS = 1000.0, 1e-6
+GIOU_MODES = ("original", "normalized")
 
 
 @dataclass(frozen=True)
@@ -114,19 +115,21 @@ def detection_losses(
     gt_boxes,
     valid,
     w: LossWeights = DEFAULT_WEIGHTS,
-    giou_compat_original: bool = False,
+    giou: str = "original",
 ) -> dict[str, torch.Tensor]:
     """Detection loss terms (unweighted) and their weighted sum `detection_loss`.
 
     pred_logits: [N, P, 1]; pred_boxes: [N, P, 4] cxcywh_norm; gt_boxes: N tensors [k_q, 4]
     cxcywh_norm; valid: [N] (0 for VQA rows, whose dummy box is matched but not supervised).
-    With `giou_compat_original` the GIoU term reproduces the original code's outer-product sum
-    (k-weighted sum over every matched pair, VQA dummies included)."""
+    `giou` (one of `GIOU_MODES`): "original" reproduces the original code's outer-product sum,
+    (Σ_valid k_q) · Σ_{all matched pairs, VQA dummies included} (1 − GIoU) / num_boxes;
+    "normalized" is Σ_{valid pairs} (1 − GIoU) / num_boxes."""
+    if giou not in GIOU_MODES:
+        raise ValueError(f"giou must be one of {GIOU_MODES}, got {giou!r}")
     n = pred_logits.shape[0]
     valid = valid.float()
-    num_boxes = max(
-        1.0, float(sum(len(g) for g, v in zip(gt_boxes, valid.tolist(), strict=True) if v > 0))
-    )
+    k_valid = float(sum(len(g) for g, v in zip(gt_boxes, valid.tolist(), strict=True) if v > 0))
+    num_boxes = max(1.0, k_valid)
     ce, l1, giou_valid, giou_all = [], [], [], []
     for q in range(n):
         src, tgt = match(pred_logits[q], pred_boxes[q], gt_boxes[q], w)
@@ -152,8 +155,7 @@ def detection_losses(
         giou_all.append(g.sum())
     loss_ce = (torch.stack(ce) * valid).mean()
     loss_bbox = torch.stack(l1).sum() / num_boxes
-    if giou_compat_original:
-        k_valid = float(sum(len(g) for g, v in zip(gt_boxes, valid.tolist(), strict=True) if v > 0))
+    if giou == "original":
         loss_giou = k_valid * torch.stack(giou_all).sum() / num_boxes
     else:
         loss_giou = torch.stack(giou_valid).sum() / num_boxes

@@ -147,14 +147,13 @@ class VSMForCausalLM(LlamaForCausalLM):
 
     # ---- heads --------------------------------------------------------------------------------
     def owl_features(self, images: torch.Tensor) -> torch.Tensor:
-        """OWL-ViT feature maps [B, g, g, C]. The frozen tower runs without grad; the final
-        LayerNorm gets gradients (the original applied it under no_grad by mistake)."""
+        """OWL-ViT feature maps [B, g, g, C], all under no_grad as in the original: the final
+        `layer_norm` stays trainable by name (so checkpoints hold it) but never gets a gradient."""
         owl = self.model.owlvit
         with torch.no_grad():
             hidden = owl.vision_model(pixel_values=images).last_hidden_state
             hidden = owl.vision_model.post_layernorm(hidden)
-            patches = hidden[:, 1:] * hidden[:, :1]
-        patches = owl.layer_norm(patches)
+            patches = owl.layer_norm(hidden[:, 1:] * hidden[:, :1])
         g = int(patches.shape[1] ** 0.5)
         return patches.reshape(patches.shape[0], g, g, -1)
 
@@ -185,11 +184,11 @@ class VSMForCausalLM(LlamaForCausalLM):
         return low_res[:, 0]
 
     # ---- training forward ---------------------------------------------------------------------
-    def forward(self, *args, batch: dict | None = None, **kwargs):
+    def forward(self, *args, batch: dict | None = None, giou: str = "original", **kwargs):
         """The causal-LM forward, or the training losses of a collated `batch` (so a DeepSpeed
-        engine over the PEFT-wrapped model trains with `engine(batch=batch)`)."""
+        engine over the PEFT-wrapped model trains with `engine(batch=batch, giou=...)`)."""
         if batch is not None:
-            return self.forward_train(batch)
+            return self.forward_train(batch, giou=giou)
         return super().forward(*args, **kwargs)
 
     def predict(self, batch: dict, masks_for=None) -> dict:
@@ -261,11 +260,12 @@ class VSMForCausalLM(LlamaForCausalLM):
         self,
         batch: dict,
         weights: LossWeights = DEFAULT_WEIGHTS,
-        giou_compat_original: bool = False,
+        giou: str = "original",
     ) -> dict[str, torch.Tensor]:
         """Losses for a collated batch (keys as the original collate: `images`, `images_clip`,
         `input_ids`, `labels`, `attention_masks`, `offset`, `bboxes_labels_list`,
-        `bboxes_valid_list`, `masks_list`, `masks_valid_list`)."""
+        `bboxes_valid_list`, `masks_list`, `masks_valid_list`); `giou`: see
+        `losses.detection_losses` ("original" or "normalized")."""
         p = self.predict(batch)
         out = {"ce_loss": weights.ce * language_loss(p["logits"], p["labels"])}
         preds, gts, valids = [], [], []
@@ -288,7 +288,7 @@ class VSMForCausalLM(LlamaForCausalLM):
                 batch["bboxes_labels_list"],
                 batch["bboxes_valid_list"],
                 weights,
-                giou_compat_original,
+                giou,
             )
         )
         out["loss"] = out["ce_loss"] + out["mask_loss"] + out["detection_loss"]

@@ -15,6 +15,7 @@ import yaml
 
 from ..data.sources import GROUPS, SOURCES
 from ..errors import VsmKitError
+from ..model.losses import GIOU_MODES
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 ARCHS = ("7b", "tiny")
@@ -96,6 +97,16 @@ class OptimConfig:
 
 
 @dataclass
+class LossConfig:
+    """Loss variants. `giou`: "original" is the original's observed GIoU term (a broadcasting
+    slip makes it a k-weighted sum over every matched pair, VQA dummies included, §6.3) —
+    what the published checkpoint was trained with; "normalized" is the intended mean over
+    the valid pairs."""
+
+    giou: str = "original"
+
+
+@dataclass
 class ZeroConfig:
     stage: int = 2
     offload_optimizer: bool = False
@@ -123,6 +134,7 @@ class RunConfig:
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     zero: ZeroConfig = field(default_factory=ZeroConfig)
     cadence: CadenceConfig = field(default_factory=CadenceConfig)
 
@@ -211,6 +223,8 @@ class RunConfig:
             raise ConfigError("precision", f"{self.precision!r} is not one of {PRECISIONS}")
         if self.weights.arch not in ARCHS:
             raise ConfigError("weights.arch", f"{self.weights.arch!r} is not one of {ARCHS}")
+        if self.loss.giou not in GIOU_MODES:
+            raise ConfigError("loss.giou", f"{self.loss.giou!r} is not one of {GIOU_MODES}")
         _validate_mix(self.data.mix)
         positive = {
             "data.targets_per_sample": self.data.targets_per_sample,

@@ -184,7 +184,7 @@ def train(run_dir: Path) -> None:
             batch = to_device(next(batches))
             data_secs += time.perf_counter() - t
             digest = digest or _digest(batch["input_ids"])
-            out = engine(batch=batch)
+            out = engine(batch=batch, giou=cfg.loss.giou)
             engine.backward(out["loss"])
             engine.step()
             sums += torch.tensor([out[k].item() for k in LOSS_KEYS], dtype=torch.float64)

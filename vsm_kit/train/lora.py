@@ -29,6 +29,8 @@ FULLY_TRAINED = (
     "text_hidden_fcs_seg",
     "text_hidden_fcs_det",
     "owlvit.class_head",
+    # trainable by name as in the original, so checkpoints hold it; it runs under no_grad
+    # (`VSMForCausalLM.owl_features`), so it never gets a gradient and never changes
     "owlvit.layer_norm",
 )
 

@@ -14,23 +14,29 @@ import numpy as np
 import torch
 
 from ..data.boxes import training_targets, xyxy_to_xywh
+from ..data.masks import SummedParts
 from ..data.records import Record, Target
 from ..data.sources import Source, parse_paco_name
 
+IMAGE = "<image>"
 QUESTION = "<image>\nPlease locate the {} in this image."
 VAL_QUESTION = "<image>\n Please locate the {} in this image."  # the original's val prompt
 ANSWER = "Sure, [LOC]."
-MAX_BOXES = 100  # boxes kept per target (Objects365, COCO-Stuff)
+MAX_BOXES = 100  # the first boxes kept per target of the CAPPED sources
+CAPPED = ("objects365", "cocostuff")  # as the original: PACO keeps every instance
 DUMMY_BOX = ((0.5, 0.5, 1.0, 1.0),)  # VQA rows: matched, never supervised
+ROLES = ("human", "gpt")
 
 
 @dataclass
 class Sample:
     """One image and its conversations (tensors in the formats the collate expects).
 
-    `messages`: per conversation, alternating user/assistant texts (the user's first holds
-    `<image>`); `boxes`: per conversation float32 [k, 4] `cxcywh_norm`; `masks`: bool
-    [n, H, W] for sources with masks, else None (no dummy full-size masks are made)."""
+    `messages`: per conversation, alternating user/assistant texts starting with the user's
+    (exactly one holds `<image>`); `boxes`: per conversation float32 [k, 4] `cxcywh_norm`;
+    `masks`: uint8 [n, H, W] BCE/DICE targets for sources with masks (refer: the sum of
+    segmentation parts, > 1 where they overlap, as the original trains), else None (no dummy
+    full-size masks are made)."""
 
     source: str
     image_path: Path
@@ -55,9 +61,12 @@ def build_sample(
     if record.conversations:
         return _vqa_sample(record)
     chosen = _choose(record.targets, rng, k)
+    if any(len(t.boxes_xyxy) == 0 for t in chosen):
+        return None  # a COCO-Stuff class without any box: the original asserts, we re-draw
+    cap = MAX_BOXES if source.name in CAPPED else None
     texts, boxes, keep = [], [], []
     for t in chosen:
-        b = training_targets(xyxy_to_xywh(t.boxes_xyxy[:MAX_BOXES]), record.width, record.height)
+        b = training_targets(xyxy_to_xywh(t.boxes_xyxy[:cap]), record.width, record.height)
         if len(b):  # a target whose boxes all fall outside the image is dropped, not the sample
             texts.append(_text(t, source, rng))
             boxes.append(torch.from_numpy(b))
@@ -66,7 +75,7 @@ def build_sample(
         return None
     masks = None
     if all(t.has_mask for t in keep):
-        masks = torch.from_numpy(np.stack([t.mask().astype(bool) for t in keep]))
+        masks = torch.from_numpy(np.stack([_training_mask(t) for t in keep]))
     return Sample(
         source=record.source,
         image_path=record.image_path,
@@ -79,6 +88,13 @@ def build_sample(
     )
 
 
+def _training_mask(target: Target) -> np.ndarray:
+    """uint8 [H, W]: the refer sum of parts where the source composes one, else the 0/1 mask."""
+    if isinstance(target.mask_fn, SummedParts):
+        return target.mask_fn.summed()
+    return target.mask().astype(np.uint8)
+
+
 def _choose(targets: tuple[Target, ...], rng: np.random.Generator, k: int) -> list[Target]:
     """Up to k distinct targets; all of them, in order, when there are at most k."""
     if len(targets) <= k:
@@ -87,8 +103,9 @@ def _choose(targets: tuple[Target, ...], rng: np.random.Generator, k: int) -> li
 
 
 def _text(target: Target, source: Source, rng: np.random.Generator) -> str:
-    if source.name == "objects365" and "/" in target.text:  # "Tape Measur/ Ruler"
-        return str(rng.choice([p.strip() for p in target.text.split("/")]))
+    if source.name == "objects365":
+        # one alternative of an "a/b" name, spaces kept: "Tape Measur/ Ruler" → " Ruler"
+        return str(rng.choice(target.text.split("/"))) if "/" in target.text else target.text
     if source.name == "paco_lvis":
         obj, part = parse_paco_name(source.category_name(target.category_id))
         if part is not None:
@@ -98,19 +115,21 @@ def _text(target: Target, source: Source, rng: np.random.Generator) -> str:
 
 
 def _vqa_sample(record: Record) -> Sample | None:
-    """One multi-turn conversation; `[LOC]` right after the image in the first user turn."""
-    turns = list(record.conversations)
-    if turns and turns[0]["from"] != "human":
-        turns = turns[1:]
-    roles = [t["from"] for t in turns]
-    if not turns or roles[::2] != ["human"] * len(roles[::2]) or "human" in roles[1::2]:
-        return None  # turns must alternate human/gpt
-    messages = [t["value"] for t in turns[: len(turns) // 2 * 2]]  # end on an answer
-    if not messages:
+    """One multi-turn conversation formatted as the original does (§3.5): every message holding
+    `<image>` becomes `"<image>[LOC]\\n" + its text` (so a hidden [LOC] follows the image), a
+    first turn not from the human is dropped, and the turns must alternate human/gpt.
+
+    None (re-draw) where the original asserts — turns that do not alternate, or a last turn
+    without its answer (its collate asserts every round has one) — and where not exactly one
+    message holds the image (a row carries one image and one [LOC] target)."""
+    messages = [_with_loc(t["value"]) for t in record.conversations]
+    roles = [t["from"] for t in record.conversations]
+    if roles and roles[0] != "human":
+        messages, roles = messages[1:], roles[1:]
+    if len(roles) % 2 or roles != [ROLES[j % 2] for j in range(len(roles))]:
         return None
-    first = next((i for i, m in enumerate(messages[::2]) if "<image>" in m), 0) * 2
-    text = messages[first].replace("<image>", "").strip()
-    messages[first] = ("<image>[LOC]\n" + text).strip()
+    if sum(IMAGE in m for m in messages) != 1:
+        return None
     return Sample(
         source=record.source,
         image_path=record.image_path,
@@ -121,3 +140,9 @@ def _vqa_sample(record: Record) -> Sample | None:
         bboxes_valid=[0],
         masks=None,
     )
+
+
+def _with_loc(message: str) -> str:
+    if IMAGE not in message:
+        return message
+    return (IMAGE + "[LOC]\n" + message.replace(IMAGE, "").strip()).strip()

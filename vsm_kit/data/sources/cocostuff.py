@@ -1,5 +1,6 @@
 """COCO-Stuff: label maps (semantic masks) plus COCO things+stuff boxes, as the original tool
-pairs them: a target per usable class in the label map, its boxes from the COCO jsons."""
+pairs them: a target per class in the label map (ignored classes remapped away), its boxes from
+the COCO jsons."""
 
 from __future__ import annotations
 
@@ -87,9 +88,9 @@ class CocoStuff(Source):
         for value in np.unique(label):
             if value == 255:
                 continue
+            # every class of the label map is a candidate, as in the original, even one without
+            # a box (its target has none; the original then asserts, training re-draws)
             hit = rows[self._cats[rows] - 1 == value]
-            if len(hit) == 0:  # the original asserts here; a class without boxes is unusable
-                continue
             mask_fn = functools.partial(np.equal, label, value)
             targets.append(
                 Target(self._names[value], self._xyxy[hit], int(value) + 1, mask_fn=mask_fn)

@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import UnsafePickleError
 from ...jsonio import load_json_shared
 from ..boxes import xywh_to_xyxy
-from ..masks import decode_segmentation
+from ..masks import SummedParts
 from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, require
 
@@ -92,7 +92,8 @@ class ReferSource(Source):
                     sent,
                     xywh_to_xyxy(ann["bbox"]),
                     ann["category_id"],
-                    mask_fn=lambda seg=ann["segmentation"]: decode_segmentation(seg, h, w),
+                    # bool union on display; training takes the original's sum of parts
+                    mask_fn=SummedParts(ann["segmentation"], h, w),
                 )
             )
         return Record(
