@@ -267,3 +267,23 @@ def test_vqa_image_message_rewritten_wherever_it_is(demo_world):
 )
 def test_vqa_conversations_the_original_cannot_train_on_are_redrawn(demo_world, turns):
     assert _vqa(demo_world, turns) is None
+
+
+def test_unusable_records_redraw_inside_their_group(demo_world, monkeypatch):
+    """A group keeps its rate however often its records are unusable: the original re-draws a
+    new image of the same group. Here every COCO-Stuff record is unusable."""
+    real = hybrid_module.build_sample
+
+    def no_cocostuff(record, source, rng, k):
+        return None if source.name == "cocostuff" else real(record, source, rng, k)
+
+    monkeypatch.setattr(hybrid_module, "build_sample", no_cocostuff)
+    mix = {
+        "general_segdet": GroupMix(1, {"cocostuff": 3, "objects365": 1}),
+        "vqa": GroupMix(1, {"llava_instruct_80k": 1}),
+    }
+    ds = HybridDataset(demo_world.dataset, mix, seed=0)
+    sources = [ds.draw(i).source for i in range(400)]
+    assert "cocostuff" not in sources
+    share = sources.count("objects365") / len(sources)
+    assert 0.43 < share < 0.57  # re-drawing the group instead would give about 1/5

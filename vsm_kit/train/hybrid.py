@@ -66,8 +66,10 @@ class HybridDataset(Dataset):
     def draw(self, i: int) -> Sample:
         """Sample i without its image inputs (cheap: no decoding)."""
         rng = np.random.default_rng((self.seed, i))
+        # as the original, a record without a usable target re-draws inside its group (source
+        # and image), so the group rates hold
+        g = self.groups[rng.choice(len(self.groups), p=self.group_p)]
         for _ in range(MAX_DRAWS):
-            g = self.groups[rng.choice(len(self.groups), p=self.group_p)]
             name = self.source_names[g][rng.choice(len(self.source_names[g]), p=self.source_p[g])]
             source = self.sources[name]
             if not len(source):
@@ -75,7 +77,9 @@ class HybridDataset(Dataset):
             sample = build_sample(source[int(rng.integers(len(source)))], source, rng, self.k)
             if sample is not None:
                 return sample
-        raise DataTreeError(f"sample {i}: no usable record in {MAX_DRAWS} draws; check the mix")
+        raise DataTreeError(
+            f"sample {i}: no usable record of group {g} in {MAX_DRAWS} draws; check the mix"
+        )
 
     def __getitem__(self, i: int) -> Sample:
         sample = self.draw(i)
