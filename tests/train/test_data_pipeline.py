@@ -287,3 +287,16 @@ def test_unusable_records_redraw_inside_their_group(demo_world, monkeypatch):
     assert "cocostuff" not in sources
     share = sources.count("objects365") / len(sources)
     assert 0.43 < share < 0.57  # re-drawing the group instead would give about 1/5
+
+
+def test_a_target_outside_the_image_redraws_the_sample(demo_world):
+    """The original re-draws the sample when a query loses every box to clamping; validation
+    keeps the image's other queries."""
+    source = open_source("objects365", demo_world.dataset)
+    record = source[0]
+    inside = record.targets[0]
+    outside = Target("ghost", np.array([[-50, -50, -10, -10]], np.float32), 999)
+    record = dataclasses.replace(record, targets=(inside, outside))
+    assert build_sample(record, source, np.random.default_rng(0)) is None
+    kept = build_sample(record, source, np.random.default_rng(0), drop_empty_targets=True)
+    assert kept is not None and kept.texts == [inside.text]

@@ -55,9 +55,18 @@ class Sample:
 
 
 def build_sample(
-    record: Record, source: Source, rng: np.random.Generator, k: int = 3, question=QUESTION
+    record: Record,
+    source: Source,
+    rng: np.random.Generator,
+    k: int = 3,
+    question=QUESTION,
+    drop_empty_targets: bool = False,
 ) -> Sample | None:
-    """The sample for `record`, or None when it has nothing usable (the caller re-draws)."""
+    """The sample for `record`, or None when it has nothing usable (the caller re-draws).
+
+    As the original, a chosen target whose boxes all fall outside the image re-draws the whole
+    sample; `drop_empty_targets` drops that target and keeps the others (validation, where the
+    original would substitute its first image)."""
     if record.conversations:
         return _vqa_sample(record)
     chosen = _choose(record.targets, rng, k)
@@ -67,7 +76,9 @@ def build_sample(
     texts, boxes, keep = [], [], []
     for t in chosen:
         b = training_targets(xyxy_to_xywh(t.boxes_xyxy[:cap]), record.width, record.height)
-        if len(b):  # a target whose boxes all fall outside the image is dropped, not the sample
+        if not len(b) and not drop_empty_targets:
+            return None
+        if len(b):
             texts.append(_text(t, source, rng))
             boxes.append(torch.from_numpy(b))
             keep.append(t)

@@ -44,7 +44,9 @@ class ValidationSet(Sequence[Sample]):
     def __getitem__(self, k: int) -> Sample:  # type: ignore[override]
         record = self.source[self.indices[k]]
         k_all = len(record.targets)
-        return build_sample(record, self.source, self.rng, k=k_all, question=VAL_QUESTION)
+        return build_sample(
+            record, self.source, self.rng, k=k_all, question=VAL_QUESTION, drop_empty_targets=True
+        )
 
 
 @torch.no_grad()
