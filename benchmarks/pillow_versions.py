@@ -1,0 +1,98 @@
+"""How much the image inputs depend on the Pillow version: the original's pin (9.4.0) against this
+environment's Pillow, on the same decoded pixels.
+
+Both inputs resize with PIL's bicubic filter (as transformers 4.31 does): OWL-ViT's whole image to
+768×768 and CLIP's padded square to 224×224. A venv with `pillow==9.4.0` is built once in
+`~/.cache/vsm_kit/pillow-9.4.0/` (or `$VSM_KIT_CACHE`). Images: the demo world's dataset images
+(≤ 640 px, so OWL-ViT upscales them), its V*Bench images (1024–2048 px) and photo-like
+1280×1920 images (demo pictures enlarged, with grain). Prints, per group and input, the share of
+uint8 values that differ, by how many levels at most, and how many images are affected.
+Usage: .venv/bin/python benchmarks/pillow_versions.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from vsm_kit.demo.world import make_demo_world
+from vsm_kit.model.image_inputs import PAD_RGB
+
+OLD = "9.4.0"
+RESIZE = """
+import sys, numpy as np
+from PIL import Image
+src, out = np.load(sys.argv[1]), {}
+for k in src.files:
+    a = src[k]
+    h, w = a.shape[:2]
+    m = max(h, w)
+    square = np.empty((m, m, 3), np.uint8)
+    square[:] = tuple(int(v) for v in sys.argv[3].split(","))
+    square[:h, :w] = a
+    out[k + "/owl"] = np.asarray(Image.fromarray(a).resize((768, 768), Image.BICUBIC))
+    out[k + "/clip"] = np.asarray(Image.fromarray(square).resize((224, 224), Image.BICUBIC))
+np.savez(sys.argv[2], **out)
+"""
+
+
+def old_python() -> Path:
+    root = Path(os.environ.get("VSM_KIT_CACHE", Path.home() / ".cache" / "vsm_kit"))
+    env = root / f"pillow-{OLD}"
+    if not (env / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
+        pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, f"pillow=={OLD}", "numpy<2"], check=True)
+        (env / ".complete").touch()
+    return env / "bin" / "python"
+
+
+def images(tmp: Path) -> dict[str, np.ndarray]:
+    world = make_demo_world(tmp / "world", progress=False)
+    out = {}
+    for k, p in enumerate(sorted((world.dataset).glob("[!v]*/**/*.jpg"))):
+        out[f"dataset {k}"] = np.array(Image.open(p).convert("RGB"))
+    for k, p in enumerate(sorted((world.dataset / "vstar_bench").rglob("*.jpg"))):
+        out[f"vstar {k}"] = np.array(Image.open(p).convert("RGB"))
+    rng = np.random.default_rng(0)
+    for k, p in enumerate(sorted((world.dataset / "coco2017" / "train2017").glob("*.jpg"))[:10]):
+        big = np.asarray(Image.open(p).convert("RGB").resize((1280, 1920), Image.BICUBIC))
+        grain = rng.normal(0, 10, (*big.shape[:2], 1))
+        out[f"photo {k}"] = np.clip(big + grain, 0, 255).astype(np.uint8)
+    return out
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="pillow_versions_") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "src.npz", **images(tmp))
+        pad = ",".join(map(str, PAD_RGB))
+        runs = {}
+        for name, python in ((OLD, old_python()), (PIL.__version__, Path(sys.executable))):
+            out = tmp / f"{name}.npz"
+            subprocess.run([str(python), "-c", RESIZE, tmp / "src.npz", out, pad], check=True)
+            runs[name] = np.load(out)
+        old, new = runs[OLD], runs[PIL.__version__]
+        print(f"Pillow {OLD} vs {PIL.__version__}, PIL bicubic on the same pixels")
+        print("group     input  images  values differing  max levels  images affected")
+        for group in ("dataset", "vstar", "photo"):
+            for kind in ("owl", "clip"):
+                keys = [k for k in old.files if k.startswith(group) and k.endswith(kind)]
+                diffs = [np.abs(old[k].astype(int) - new[k].astype(int)) for k in keys]
+                share = sum((d > 0).sum() for d in diffs) / sum(d.size for d in diffs)
+                worst = max(int(d.max()) for d in diffs)
+                hit = sum(int(d.max() > 0) for d in diffs)
+                print(
+                    f"{group:<9} {kind:<5} {len(keys):>7}  {share:>16.3%}  {worst:>10}  {hit:>15}"
+                )
+
+
+if __name__ == "__main__":
+    main()
