@@ -1,5 +1,7 @@
 """Every reader returns exactly what the demo generator drew."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from vsm_kit.data.images import load_label_map, load_rgb
 from vsm_kit.data.masks import decode_segmentation
 from vsm_kit.errors import MissingDataError
 from vsm_kit.jsonio import load_json
+from vsm_kit.preprocess import preprocess
 
 from .edits import drop_coco_boxes
 
@@ -29,9 +32,19 @@ def test_conversation_readers_match_in_file_order(demo_world, name):
         assert (rec.height, rec.width) == rec.load_image().shape[:2]
 
 
+@pytest.fixture(scope="module")
+def fixed_goldg(demo_world, tmp_path_factory):
+    """A data tree whose goldG_train.json attaches each annotation to its own image, as the
+    generator drew them (the original's rule moves the Flickr boxes)."""
+    ds = tmp_path_factory.mktemp("fixed") / "dataset"
+    shutil.copytree(demo_world.dataset, ds)
+    preprocess(ds, only=["goldg"], fix_goldg_ids=True, progress=False)
+    return ds
+
+
 @pytest.mark.parametrize("name", [n for n in SOURCES if SOURCES[n].group != "vqa"])
-def test_reader_matches_generator_truth(demo_world, name):
-    ds = demo_world.dataset
+def test_reader_matches_generator_truth(demo_world, fixed_goldg, name):
+    ds = fixed_goldg if SOURCES[name].group == "mixed_grounding" else demo_world.dataset
     src = open_source(name, ds)
     truth = {_key(t): t for t in demo_world.truth[name]}
     got = {_key(r, ds): r for r in src}
@@ -136,7 +149,7 @@ def test_box_tables_cover_records(demo_world):
     for name in SOURCES:
         src = open_source(name, demo_world.dataset)
         table = src.box_table()
-        if name.startswith(("llava", "possible")):
+        if name.startswith(("llava", "possible", "flickr")):  # Flickr: the original's GoldG rule
             assert len(table) == 0
             continue
         assert len(table) > 0 and table.record.max() < len(src)
@@ -148,8 +161,36 @@ def test_open_sources_reports_what_cannot_be_read(world_copy):
 
     (world_copy / "MixedGrounding/final_mixed_train.json").write_text('{"images": [')
     opened, failed = open_sources(world_copy)
-    assert set(failed) == {"goldg_mixed"} and "byte 12" in failed["goldg_mixed"]
-    assert len(opened) == len(SOURCES) - 1
+    assert set(failed) == {"goldg_mixed", "flickr"}  # both read the combined GoldG list
+    assert all("byte 12" in why for why in failed.values())
+    assert len(opened) == len(SOURCES) - 2
+
+
+def test_goldg_readers_follow_the_originals_combined_list(demo_world, world_copy):
+    """Without goldG_train.json the readers build the original's list from the MDETR files
+    (Flickr ids restart at 0: their boxes sit on mixed entries, Flickr entries keep none), the
+    same records as from the file `vsm-kit preprocess` writes by default."""
+    raw = {n: list(open_source(n, demo_world.dataset)) for n in ("goldg_mixed", "flickr")}
+    truth = demo_world.truth
+    assert not any(r.targets for r in raw["flickr"])
+    n_boxes = sum(len(r.targets) for r in raw["goldg_mixed"])
+    assert n_boxes == sum(len(t.targets) for k in ("goldg_mixed", "flickr") for t in truth[k])
+    preprocess(world_copy, only=["goldg"], progress=False)
+    for name, records in raw.items():
+        from_file = list(open_source(name, world_copy))
+        assert len(from_file) == len(records)
+        for a, b in zip(records, from_file, strict=True):
+            assert (a.image_path.name, a.caption, a.height, a.width) == (
+                b.image_path.name,
+                b.caption,
+                b.height,
+                b.width,
+            )
+            assert [t.text for t in a.targets] == [t.text for t in b.targets]
+            assert all(
+                np.array_equal(s.boxes_xyxy, t.boxes_xyxy)
+                for s, t in zip(a.targets, b.targets, strict=True)
+            )
 
 
 def test_cocostuff_keeps_classes_without_boxes_as_candidates(world_copy):

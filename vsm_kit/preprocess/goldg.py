@@ -7,16 +7,14 @@ from pathlib import Path
 
 import orjson
 
+from ..data.sources.grounding import COMBINED, FLICKR, MIXED
 from ..errors import VsmKitError
 from ..fsutil import atomic_write
 from ._common import StepResult, byte_bar, require_inputs
 from ._stream import stream_arrays
 
-INPUTS = [
-    "MixedGrounding/final_mixed_train.json",
-    "MixedGrounding/final_flickr_separateGT_train.json",
-]
-OUTPUT = "MixedGrounding/goldG_train.json"
+INPUTS = [MIXED, FLICKR]
+OUTPUT = COMBINED  # the training readers take it (`data.sources.grounding.goldg_entries`)
 
 
 def build_goldg(data_dir: Path, progress: bool = True, fix_ids: bool = False) -> StepResult:

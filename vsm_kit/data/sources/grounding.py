@@ -1,16 +1,26 @@
-"""MDETR grounding annotations (GoldG): the mixed COCO/VG file and the Flickr30k-entities file.
-A record per image entry (caption), a target per annotated phrase."""
+"""GoldG (MDETR's grounding annotations): the mixed COCO/VG images and the Flickr30k-entities
+images, a record per caption entry, a target per attached annotation.
+
+The original trains on `goldG_train.json`, the combined list its preprocessing writes: mixed
+entries in file order, then Flickr entries, each annotation on `entries[image_id]` of that list.
+Flickr ids restart at 0, so Flickr boxes sit on mixed entries and Flickr entries keep none. The
+readers take that file when it is newer than both MDETR files (as `vsm-kit preprocess` writes
+it, with `--fix-goldg-ids` or without), else build the same list from the MDETR files in memory."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import VsmKitError
 from ...jsonio import load_json_shared
+from ..boxes import xywh_to_xyxy
+from ..images import image_size
 from ..records import BoxTable, Grouping, Record, Target
-from ._base import Source, ann_arrays
+from ._base import Source
 
 MIXED = "MixedGrounding/final_mixed_train.json"
 FLICKR = "MixedGrounding/final_flickr_separateGT_train.json"
+COMBINED = "MixedGrounding/goldG_train.json"  # written by `vsm-kit preprocess --only goldg`
 IMAGE_ROOTS = {
     "coco": "coco2014/train2014",
     "vg": "MixedGrounding/GQA/images",
@@ -24,27 +34,53 @@ def phrase(caption: str, tokens_positive: list) -> str:
     return " ".join(caption[s:e] for s, e in tokens_positive).strip()
 
 
+def goldg_entries(data_dir) -> list[dict]:
+    """The combined list the original trains on: `{"file_name", "caption", "data_source",
+    "instances"}` per entry (plus the MDETR `height`/`width` when built from the MDETR files)."""
+    combined = data_dir / COMBINED
+    raw = [data_dir / MIXED, data_dir / FLICKR]
+    if combined.exists() and all(
+        p.exists() and p.stat().st_mtime <= combined.stat().st_mtime for p in raw
+    ):
+        return load_json_shared(combined, "GoldG training list", "run `vsm-kit preprocess`")
+    files = [load_json_shared(p, "MDETR grounding annotations", _FIX) for p in raw]
+    entries = [
+        {
+            "file_name": im["file_name"],
+            "caption": im["caption"],
+            "data_source": "flickr" if k else im["data_source"],
+            "height": int(im["height"]),  # the Flickr file stores sizes as strings
+            "width": int(im["width"]),
+            "instances": [],
+        }
+        for k, data in enumerate(files)
+        for im in data["images"]
+    ]
+    for data in files:
+        for a in data["annotations"]:
+            if not 0 <= a["image_id"] < len(entries):
+                raise VsmKitError(
+                    f"{data_dir / FLICKR}: an annotation names image_id {a['image_id']}, beyond "
+                    f"the {len(entries)} GoldG entries (the original fails here too). Fix: "
+                    f"`vsm-kit preprocess --data-dir {data_dir} --only goldg --fix-goldg-ids`"
+                )
+            entries[a["image_id"]]["instances"].append(a)
+    return entries
+
+
 class _Grounding(Source):
     group = "mixed_grounding"
-    file: str
+    flickr: bool  # which entries of the combined list this reader holds
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        data = load_json_shared(self.data_dir / self.file, "MDETR grounding annotations", _FIX)
-        self._images = data["images"]
-        self._anns = data["annotations"]
-        # Attach annotations to the image entry whose own id they name (ids restart at 0 in the
-        # Flickr file, so positions in a combined list would be wrong).
-        rows, _, self._xyxy = ann_arrays(
-            self._anns, {im["id"]: i for i, im in enumerate(self._images)}
-        )
-        keep = np.flatnonzero(rows >= 0)
-        self._anns = [self._anns[k] for k in keep]
-        self._xyxy = self._xyxy[keep]
-        self._groups = Grouping(rows[keep], len(self._images))
-
-    def _source_of(self, im: dict) -> str:
-        return im.get("data_source", "flickr")
+        self._images = [
+            e for e in goldg_entries(self.data_dir) if (e["data_source"] == "flickr") == self.flickr
+        ]
+        rows = [i for i, e in enumerate(self._images) for _ in e["instances"]]
+        self._anns = [a for e in self._images for a in e["instances"]]
+        self._xyxy = xywh_to_xyxy([a["bbox"] for a in self._anns])
+        self._groups = Grouping(np.array(rows, np.int64), len(self._images))
 
     def __len__(self) -> int:
         return len(self._images)
@@ -56,17 +92,9 @@ class _Grounding(Source):
             Target(phrase(caption, self._anns[r]["tokens_positive"]), self._xyxy[r : r + 1])
             for r in self._groups.rows(i)
         )
-        root = self.data_dir / IMAGE_ROOTS[self._source_of(im)]
-        return Record(
-            self.name,
-            i,
-            root / im["file_name"],
-            int(im["height"]),  # the Flickr file stores sizes as strings
-            int(im["width"]),
-            targets,
-            image_id=im["id"],
-            caption=caption,
-        )
+        path = self.data_dir / IMAGE_ROOTS[im["data_source"]] / im["file_name"]
+        h, w = (im["height"], im["width"]) if "height" in im else image_size(path)
+        return Record(self.name, i, path, h, w, targets, caption=caption)
 
     def _texts(self, i: int) -> list[str]:
         caption = self._images[i]["caption"]
@@ -89,12 +117,9 @@ class _Grounding(Source):
 
 class GoldGMixed(_Grounding):
     name = "goldg_mixed"
-    file = MIXED
+    flickr = False
 
 
 class FlickrEntities(_Grounding):
     name = "flickr"
-    file = FLICKR
-
-    def _source_of(self, im: dict) -> str:
-        return "flickr"
+    flickr = True
