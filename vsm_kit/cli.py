@@ -34,7 +34,7 @@ def _preprocess(args) -> int:
         args.data_dir,
         only=only,
         force=args.force,
-        compat_original=args.compat_original,
+        fix_goldg_ids=args.fix_goldg_ids,
         check_images=args.check_images,
     )
     print(summary)
@@ -107,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated steps: coco,objects365,goldg (default: all)")
     p.add_argument("--force", action="store_true", help="rebuild outputs that are up to date")
     p.add_argument(
-        "--compat-original",
+        "--fix-goldg-ids",
         action="store_true",
-        help="GoldG: attach annotations exactly as the original code (see docs)",
+        help="GoldG: attach each annotation to its own file's image (the original does not)",
     )
     p.add_argument(
         "--check-images",
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="ZeRO checkpoint of a run → fp32 safetensors")
     p.add_argument("run_dir", help="the run folder (holds config.yaml and checkpoints/)")
-    p.add_argument("--tag", help="checkpoint tag, e.g. global_step500 (default: the last)")
+    _checkpoint_args(p)
     p.add_argument("--out", help="output file (default: RUN_DIR/weights_fp32.safetensors)")
     p.set_defaults(func=_convert)
 
@@ -154,16 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the merged model folder to write")
     p.add_argument("--base", help="LLaVA base folder (default: from the run's config)")
     p.add_argument("--config", help="the run's config.yaml (default: beside --weights)")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--no-verify", action="store_true", help="skip the output comparison")
+    _merge_args(p)
     p.set_defaults(func=_merge)
 
     p = sub.add_parser("convert-merge", help="convert, then merge, a run folder")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="the merged model folder to write")
-    p.add_argument("--tag", help="checkpoint tag (default: the last)")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--no-verify", action="store_true")
+    _checkpoint_args(p)
+    _merge_args(p)
     p.set_defaults(func=_convert_merge)
 
     p = sub.add_parser("search", help="V* guided search for a target in a (large) image")
@@ -192,11 +190,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    """Which checkpoint of a run `convert` and `convert-merge` export."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--tag", help="checkpoint tag, e.g. global_step500 (default: the best by val det_acc)"
+    )
+    which.add_argument("--last", action="store_true", help="the last checkpoint, not the best")
+
+
+def _checkpoint(args) -> dict:
+    from .convert import LAST
+
+    return _given(tag=LAST if args.last else args.tag)
+
+
+def _merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        help="saved dtypes: mixed (LLM bf16, VSM heads fp32, as the original; the default), "
+        "or bf16, fp16, fp32 for every tensor",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the output comparison")
+
+
+def _given(**kwargs) -> dict:
+    """The options given on the command line; the library's defaults stand for the others."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     """The arguments every command that loads a merged model takes (see `_predictor`)."""
     p.add_argument("--model", required=True, help="merged VSM folder")
-    p.add_argument("--clip", help="CLIP vision tower folder (default: from the model config)")
-    p.add_argument("--owlvit", help="OWL-ViT folder giving the detector's architecture")
+    p.add_argument(
+        "--clip",
+        help="CLIP vision tower: a folder or a cached hub name (default: the one the model's "
+        "config names, found locally)",
+    )
+    p.add_argument(
+        "--owlvit",
+        help="OWL-ViT folder giving the detector's architecture (default: read from the "
+        "checkpoint's tensors)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
 
 
@@ -278,7 +313,7 @@ def _search_eval(args) -> int:
 def _convert(args) -> int:
     from .convert import convert
 
-    print(convert(args.run_dir, args.tag, args.out))
+    print(convert(args.run_dir, out=args.out, **_checkpoint(args)))
     return 0
 
 
@@ -291,7 +326,8 @@ def _merge(args) -> int:
     config = RunConfig.load(args.config or Path(args.weights).parent / "config.yaml")
     if args.base:
         config = config.replace(**{"weights.base": args.base})
-    print(merge(config, args.weights, args.out, dtype=args.dtype, verify=not args.no_verify))
+    options = _given(dtype=args.dtype)
+    print(merge(config, args.weights, args.out, verify=not args.no_verify, **options))
     return 0
 
 
@@ -299,7 +335,11 @@ def _convert_merge(args) -> int:
     from .convert import convert_merge
 
     converted, merged = convert_merge(
-        args.run_dir, args.out, args.tag, dtype=args.dtype, verify=not args.no_verify
+        args.run_dir,
+        args.out,
+        verify=not args.no_verify,
+        **_checkpoint(args),
+        **_given(dtype=args.dtype),
     )
     print(converted)
     print(merged)

@@ -7,20 +7,36 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from vsm_kit.convert import MergeReport, convert, merge
+from vsm_kit.convert import BEST, DEFAULT_DTYPE, DTYPES, LAST, MergeReport, convert, merge
 from vsm_kit.train.config import RunConfig
 
 from ._guard import Panel, guarded
 
 
 class MergePanel(Panel):
-    """Run folder, output folder, dtype and verify controls, one button, a three-stage
-    progress bar and the verification table. Tests call `run()` instead of clicking."""
+    """Run folder, output folder, checkpoint, dtype and verify controls, one button, a
+    three-stage progress bar and the verification table. Tests call `run()` instead of clicking.
+    The defaults are the original's: the best checkpoint, LLM bf16 with fp32 heads."""
 
-    def __init__(self, run_dir: str | Path = "", out: str | Path = "", dtype: str = "bf16"):
+    def __init__(
+        self,
+        run_dir: str | Path = "",
+        out: str | Path = "",
+        dtype: str = DEFAULT_DTYPE,
+        checkpoint: str = BEST,
+    ):
         self.run_dir = W.Text(str(run_dir), description="run folder")
         self.out = W.Text(str(out), description="merged to")
-        self.dtype = W.Dropdown(options=["bf16", "fp16", "fp32"], value=dtype, description="dtype")
+        self.checkpoint = W.Dropdown(
+            options=[("best (val det_acc)", BEST), ("last", LAST)],
+            value=checkpoint,
+            description="checkpoint",
+        )
+        self.dtype = W.Dropdown(
+            options=[(_dtype_label(d), d) for d in DTYPES],
+            value=dtype,
+            description="dtype",
+        )
         self.verify = W.Checkbox(value=True, description="verify", indent=False)
         self.button = W.Button(description="convert + merge", icon="compress")
         self.progress = W.IntProgress(min=0, max=3, description="steps")
@@ -32,7 +48,7 @@ class MergePanel(Panel):
         self.widget = W.VBox(
             [
                 W.HBox([self.run_dir, self.out]),
-                W.HBox([self.dtype, self.verify, self.button]),
+                W.HBox([self.checkpoint, self.dtype, self.verify, self.button]),
                 W.HBox([self.progress, self.status]),
                 self.report_html,
                 self.output,
@@ -45,12 +61,12 @@ class MergePanel(Panel):
 
     @guarded
     def run(self) -> MergeReport:
-        """Convert the run's last checkpoint, merge, save and (optionally) verify."""
+        """Convert the chosen checkpoint of the run, merge, save and (optionally) verify."""
         self.report = None
         self.report_html.value = ""
         run_dir, out = Path(self.run_dir.value), Path(self.out.value)
-        self._stage(0, f"converting the last checkpoint of {run_dir} …")
-        converted = convert(run_dir)
+        self._stage(0, f"converting the {self.checkpoint.value} checkpoint of {run_dir} …")
+        converted = convert(run_dir, tag=self.checkpoint.value)
         self._stage(1, f"{converted}; merging …")
         config = RunConfig.load(run_dir / "config.yaml")
         self.report = merge(
@@ -59,6 +75,11 @@ class MergePanel(Panel):
         self._stage(3, f"saved {out}")
         self.report_html.value = _table(self.report)
         return self.report
+
+
+def _dtype_label(name: str) -> str:
+    llm, heads = (str(d).removeprefix("torch.") for d in DTYPES[name])
+    return name if llm == heads else f"{name} (LLM {llm}, heads {heads})"
 
 
 def _table(report: MergeReport) -> str:

@@ -50,33 +50,21 @@ def test_bf16_and_missing_image(tiny_vsm, predictor_and_record, demo_world):
     assert np.isfinite(bf16.detect("car").scores).all()
 
 
-def test_cli_detect_json(demo_world, capsys):
+def test_cli_detect_json_reads_the_detector_from_the_checkpoint(demo_world, capsys):
+    """The demo world's tiny VSM is in the original layout (no architecture block): without
+    --owlvit its OWL-ViT sizes come from its tensors, with the same answer."""
     rec = open_source("cocostuff", demo_world.dataset)[0]
     w = demo_world.weights
-    assert (
-        main(
-            [
-                "detect",
-                "--model",
-                str(w / "vsm-tiny"),
-                "--image",
-                str(rec.image_path),
-                "--target",
-                "car",
-                "--json",
-                "--top",
-                "3",
-                "--owlvit",
-                str(w / "owlvit-tiny"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["target"] == "car" and len(out["detections"]) == 3
+    args = ["detect", "--model", str(w / "vsm-tiny"), "--image", str(rec.image_path)]
+    args += ["--target", "dog", "--json", "--top", "3", "--device", "cpu"]
+    answers = []
+    for extra in ([], ["--owlvit", str(w / "owlvit-tiny")]):
+        assert main(args + extra) == 0
+        answers.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    out = answers[0]
+    assert out["target"] == "dog" and len(out["detections"]) == 3
     assert len(out["detections"][0]["box_xyxy"]) == 4
+    assert answers[1] == out
 
 
 def test_locate_is_detect_and_segment_from_one_pass(predictor_and_record):

@@ -1,9 +1,13 @@
 """From a training run to a verified Hugging Face folder: ZeRO → fp32, LoRA merge, checks."""
 
-from .merge import MergeError, MergeReport, convert_merge, merge, ram_needed
-from .zero import WEIGHTS_FILE, ConvertError, ConvertReport, convert
+from .merge import DEFAULT_DTYPE, DTYPES, MergeError, MergeReport, convert_merge, merge, ram_needed
+from .zero import BEST, LAST, WEIGHTS_FILE, ConvertError, ConvertReport, convert
 
 __all__ = [
+    "BEST",
+    "DEFAULT_DTYPE",
+    "DTYPES",
+    "LAST",
     "WEIGHTS_FILE",
     "ConvertError",
     "ConvertReport",

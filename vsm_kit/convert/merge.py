@@ -3,9 +3,10 @@ LoRA folded into the base, saved as a Hugging Face folder, then verified.
 
 The folder holds safetensors shards, `config.json` (the original merged model's form),
 `generation_config.json`, the tokenizer and both image-processor configs; it is written beside
-its destination and renamed into place, so an interrupted merge changes nothing. Verification
-reloads the folder and compares LM logits, box logits, boxes and mask logits on a fixed input
-with the unmerged LoRA model.
+its destination and renamed into place, so an interrupted merge changes nothing. By default its
+dtypes are the original's: the LLM in bf16, the VSM heads in fp32 ("mixed"). Verification
+reloads the folder in the LLM's dtype and compares LM logits, box logits, boxes and mask logits
+on a fixed input with the unmerged LoRA model.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ from ..model.weights import check_and_load, init_vsm_from_base, load_vsm, save_v
 from ..train.config import RunConfig
 from ..train.lora import wrap_lora
 from ..train.samples import ANSWER, QUESTION
-from .zero import ConvertReport, arch_of, convert
+from .zero import BEST, ConvertReport, arch_of, convert
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# max |merged − unmerged| / max |unmerged| allowed per output, by the saved dtype
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
+# saved dtypes (LLM, VSM heads) by name; "mixed" is what the original's merge writes
+DTYPES = {
+    "mixed": (torch.bfloat16, torch.float32),
+    "bf16": (torch.bfloat16, torch.bfloat16),
+    "fp16": (torch.float16, torch.float16),
+    "fp32": (torch.float32, torch.float32),
+}
+DEFAULT_DTYPE = "mixed"
+# max |merged − unmerged| / max |unmerged| allowed per output, by the LLM's saved dtype
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 GiB = 1024**3
 
 
@@ -53,7 +61,9 @@ class MergeReport:
         return max(self.differences.values()) <= self.tolerance
 
     def __str__(self) -> str:
-        lines = [f"merged model ({self.dtype}) → {self.out} in {self.seconds:.1f} s"]
+        llm, heads = (str(d).removeprefix("torch.") for d in DTYPES[self.dtype])
+        dtypes = self.dtype if llm == heads else f"{self.dtype}: LLM {llm}, heads {heads}"
+        lines = [f"merged model ({dtypes}) → {self.out} in {self.seconds:.1f} s"]
         if self.differences:
             lines.append(f"verification (max |Δ| / max |ref|, tolerance {self.tolerance:g}):")
             lines += [f"  {k:<12} {v:.2e}" for k, v in self.differences.items()]
@@ -63,9 +73,10 @@ class MergeReport:
 
 def ram_needed(weights: Path, dtype: str) -> int:
     """Bytes a CPU merge holds at its peak: the fp32 checkpoint, the fp32 model it loads into,
-    the saved copy in `dtype`, and the reloaded one for verification, plus 2 GiB of slack."""
+    the saved copy in `dtype`, and the reloaded one for verification, plus 2 GiB of slack (which
+    also covers the heads that "mixed" keeps in fp32)."""
     fp32 = weights.stat().st_size
-    out = fp32 * torch.finfo(DTYPES[dtype]).bits // 32
+    out = fp32 * torch.finfo(DTYPES[dtype][0]).bits // 32
     return 2 * fp32 + 2 * out + 2 * GiB
 
 
@@ -83,11 +94,12 @@ def merge(
     config: RunConfig,
     weights: str | Path,
     out: str | Path,
-    dtype: str = "bf16",
+    dtype: str = DEFAULT_DTYPE,
     verify: bool = True,
 ) -> MergeReport:
     """Merge the LoRA run described by `config` (its base, CLIP, OWL-ViT and LoRA settings)
-    with the converted `weights` into the folder `out`."""
+    with the converted `weights` into the folder `out`. `dtype`: "mixed" (the original's: LLM
+    bf16, heads fp32), or "bf16", "fp16", "fp32" for every tensor."""
     if dtype not in DTYPES:
         raise MergeError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
     weights, out = Path(weights), Path(out)
@@ -113,14 +125,15 @@ def merge(
     probe = probe_batch(tokenizer, ids, model.arch)
     reference = outputs(peft.get_base_model(), probe) if verify else None
     merged = peft.merge_and_unload()
-    save_vsm(merged, tokenizer, out, clip_name=clip, dtype=DTYPES[dtype])
+    llm_dtype, head_dtype = DTYPES[dtype]
+    save_vsm(merged, tokenizer, out, clip, dtype=llm_dtype, head_dtype=head_dtype)
     report = MergeReport(out, dtype, 0.0)
     if verify:
         del merged, peft, model
-        loaded, _, _ = load_vsm(out, clip=clip, dtype=DTYPES[dtype], arch=arch_of(config))
+        loaded, _, _ = load_vsm(out, clip=clip, dtype=llm_dtype, arch=arch_of(config))
         got = outputs(loaded, probe)
         report.differences = {k: _relative(got[k], reference[k]) for k in reference}
-        report.tolerance = TOLERANCE[dtype]
+        report.tolerance = TOLERANCE[llm_dtype]
     report.seconds = time.perf_counter() - start
     if report.verified is False:
         raise MergeError(f"the saved model differs from the unmerged one:\n{report}")
@@ -130,11 +143,12 @@ def merge(
 def convert_merge(
     run_dir: str | Path,
     out: str | Path,
-    tag: str | None = None,
-    dtype: str = "bf16",
+    tag: str = BEST,
+    dtype: str = DEFAULT_DTYPE,
     verify: bool = True,
 ) -> tuple[ConvertReport, MergeReport]:
-    """Both steps for a run folder, with the base and weight paths from its saved config."""
+    """Both steps for a run folder, with the base and weight paths from its saved config;
+    `tag` as for `convert` (default: the best checkpoint, as the original exports)."""
     converted = convert(run_dir, tag)
     config = RunConfig.load(Path(run_dir) / "config.yaml")
     return converted, merge(config, converted.out, out, dtype=dtype, verify=verify)

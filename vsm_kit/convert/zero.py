@@ -3,6 +3,8 @@
 Works for any ZeRO stage and world size (DeepSpeed reassembles the shards) and checks the result
 against the run: every trainable parameter of the PEFT-wrapped model (LoRA and the heads) must be
 there; the frozen ones it also carries are counted (the merge needs them for a strict load).
+The checkpoint exported by default is the best by validation det_acc: the original keeps only
+that one, so its export is always the best, never simply the last.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..train.config import RunConfig
 from ..train.lora import wrap_lora
 
 WEIGHTS_FILE = "weights_fp32.safetensors"
+BEST, LAST = "best", "last"  # the checkpoint a run's `best.json` / `latest` names
 
 
 class ConvertError(VsmKitError):
@@ -34,6 +37,7 @@ class ConvertError(VsmKitError):
 class ConvertReport:
     out: Path
     tag: str
+    chosen: str  # which checkpoint this is: "the best, val det_acc 0.412", "the last", …
     trainable: int  # trainable tensors found (all of the run's)
     frozen: int  # other tensors carried (frozen parameters and buffers)
     numel: int
@@ -42,8 +46,8 @@ class ConvertReport:
 
     def __str__(self) -> str:
         return (
-            f"{self.tag} → {self.out}: {self.trainable} trainable + {self.frozen} frozen tensors, "
-            f"{self.numel / 1e6:.1f} M values, {self.seconds:.1f} s"
+            f"{self.tag} ({self.chosen}) → {self.out}: {self.trainable} trainable + "
+            f"{self.frozen} frozen tensors, {self.numel / 1e6:.1f} M values, {self.seconds:.1f} s"
         )
 
 
@@ -61,20 +65,48 @@ def skeleton(config: RunConfig):
         return wrap_lora(model, config.lora)
 
 
-def convert(run_dir: str | Path, tag: str | None = None, out: str | Path | None = None):
-    """Write `RUN_DIR/weights_fp32.safetensors` (or `out`) from checkpoint `tag` (default: the
-    last one). Returns a `ConvertReport`; raises `ConvertError` naming missing parameters."""
+def pick_checkpoint(ckpts: Checkpoints, tag: str = BEST) -> tuple[str, str]:
+    """(tag, why it was chosen) for `tag`: BEST, LAST or a checkpoint tag. BEST falls back to
+    the last checkpoint when the run recorded no best (validation had not run before it)."""
+    available = sorted(p.name for p in ckpts.dir.glob("global_step*") if p.is_dir())
+    hint = f"(available in {ckpts.dir}: {', '.join(available) or 'none'})"
+    if tag == BEST and ckpts.best is None:
+        if ckpts.last is None:
+            raise ConvertError(f"no checkpoint in {ckpts.dir}: train first {hint}")
+        return ckpts.last, "the last: no best recorded, no validation ran before it"
+    if tag == BEST:
+        best = ckpts.best
+        if not (ckpts.dir / best["tag"]).is_dir():
+            raise ConvertError(
+                f"best.json names {best['tag']}, which is gone: pass --last or --tag {hint}"
+            )
+        det_acc = (best.get("metrics") or {}).get("det_acc")
+        why = (
+            "the best: a run without validation, its last"
+            if det_acc is None
+            else f"the best, val det_acc {det_acc:.3f}"
+        )
+        return best["tag"], why
+    if tag == LAST:
+        if ckpts.last is None:
+            raise ConvertError(f"no complete checkpoint in {ckpts.dir}: train first {hint}")
+        return ckpts.last, "the last"
+    if not (ckpts.dir / tag).is_dir():
+        raise ConvertError(f"no checkpoint {tag} {hint}")
+    return tag, "as given"
+
+
+def convert(run_dir: str | Path, tag: str = BEST, out: str | Path | None = None):
+    """Write `RUN_DIR/weights_fp32.safetensors` (or `out`) from checkpoint `tag`: BEST (the
+    default, what the original exports), LAST, or a tag such as `global_step500`. Returns a
+    `ConvertReport` saying which checkpoint and why; raises `ConvertError` naming missing
+    parameters."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir / "config.yaml")
     ckpts = Checkpoints(run_dir / "checkpoints")
-    tag = tag or ckpts.last
-    if tag is None or not (ckpts.dir / tag).is_dir():
-        raise ConvertError(
-            f"no checkpoint {tag or ''} in {ckpts.dir}: train first, or pass --tag "
-            f"(available: {', '.join(sorted(p.name for p in ckpts.dir.glob('global_step*')))})"
-        )
+    tag, chosen = pick_checkpoint(ckpts, tag)
     out = Path(out) if out else run_dir / WEIGHTS_FILE
     start = time.perf_counter()
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpts.dir), tag=tag)
@@ -94,6 +126,7 @@ def convert(run_dir: str | Path, tag: str | None = None, out: str | Path | None 
     return ConvertReport(
         out=out,
         tag=tag,
+        chosen=chosen,
         trainable=len(trainable),
         frozen=len(state) - len(trainable),
         numel=sum(v.numel() for v in state.values()),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+# attention heads are the one size a checkpoint's tensors do not show: the widths of the families
+OWLVIT_HEAD_DIM = 64  # every published OWL-ViT tower (B/32, B/16, L/14)
+LLAMA_HEAD_DIM = 128  # LLaMA-1 7B to 65B
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,68 @@ def vsm_tiny() -> VSMArch:
 
 
 SIZES = {"7b": vsm_7b, "tiny": vsm_tiny}
+
+
+def owlvit_from_shapes(
+    hidden_size: int,
+    num_hidden_layers: int,
+    intermediate_size: int,
+    image_size: int,
+    patch_size: int,
+    text_hidden_size: int,
+) -> OwlViTArch:
+    """The OWL-ViT part of a checkpoint from its tensor shapes. The head count is not in the
+    tensors: a tower of one of the named sizes keeps that size's count, any other gets
+    `OWLVIT_HEAD_DIM`-wide heads. The text tower is dropped in the VSM, so it only has to fit the
+    class head's width (`text_hidden_size`). Raises ValueError when the heads cannot be told."""
+    vision = (hidden_size, num_hidden_layers, intermediate_size, image_size, patch_size)
+    for size in SIZES.values():
+        o = size().owlvit
+        if vision + (text_hidden_size,) == (
+            o.hidden_size,
+            o.num_hidden_layers,
+            o.intermediate_size,
+            o.image_size,
+            o.patch_size,
+            o.text_hidden_size,
+        ):
+            return o
+    if hidden_size % OWLVIT_HEAD_DIM:
+        raise ValueError(
+            f"an OWL-ViT tower {hidden_size} wide is no named size and no multiple of "
+            f"{OWLVIT_HEAD_DIM}: its head count cannot be told from the tensors"
+        )
+    return OwlViTArch(
+        hidden_size,
+        num_hidden_layers,
+        hidden_size // OWLVIT_HEAD_DIM,
+        intermediate_size,
+        image_size,
+        patch_size,
+        text_hidden_size=text_hidden_size,
+        text_layers=1,
+        text_heads=1,
+        text_intermediate=text_hidden_size,
+        projection_dim=text_hidden_size,
+    )
+
+
+def llama_from_shapes(
+    hidden_size: int, num_hidden_layers: int, intermediate_size: int, **known
+) -> LlamaArch:
+    """LLaMA sizes from tensor shapes, `known` (e.g. a head count) taking precedence; heads as
+    for OWL-ViT: a named size's count, else `LLAMA_HEAD_DIM`-wide heads. Raises ValueError when
+    the heads cannot be told."""
+    shapes = (hidden_size, num_hidden_layers, intermediate_size)
+    for size in SIZES.values():
+        a = size().llama
+        if shapes == (a.hidden_size, a.num_hidden_layers, a.intermediate_size):
+            return replace(a, **known)
+    if "num_attention_heads" not in known:
+        if hidden_size % LLAMA_HEAD_DIM:
+            raise ValueError(
+                f"a LLaMA {hidden_size} wide is no named size and no multiple of "
+                f"{LLAMA_HEAD_DIM}: its head count cannot be told from the tensors"
+            )
+        known["num_attention_heads"] = hidden_size // LLAMA_HEAD_DIM
+    return LlamaArch(hidden_size, num_hidden_layers, intermediate_size=intermediate_size, **known)

@@ -3,11 +3,17 @@
 State dicts are read from `model.safetensors`, `pytorch_model.bin` or their sharded forms (the
 `.bin` files with `torch.load(weights_only=True)`); saves are safetensors only. Key names are the
 original's (the model uses them as module names), so the key table below only says which keys
-to drop; every other key must match a parameter or buffer, with its shape."""
+to drop; every other key must match a parameter or buffer, with its shape.
+
+A saved config names the CLIP tower as the original's does, by a name (`org/name` on the hub)
+rather than a path of the machine that saved it; `find_clip` turns the name back into a local
+folder. Sizes a config does not give are read from the tensors' shapes."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from pathlib import Path
 
@@ -18,7 +24,15 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, Ow
 
 from ..errors import MissingDataError, VsmKitError
 from ..fsutil import atomic_dir
-from .architecture import ClipArch, LlamaArch, OwlViTArch, SamArch, VSMArch, vsm_7b
+from .architecture import (
+    ClipArch,
+    LlamaArch,
+    OwlViTArch,
+    SamArch,
+    VSMArch,
+    llama_from_shapes,
+    owlvit_from_shapes,
+)
 from .heads import OwlViTParts
 from .image_inputs import ImageInputs
 from .tokenizer import load_tokenizer, save_tokenizer
@@ -30,7 +44,19 @@ IGNORED_KEYS = {
     r"\.position_ids$": "buffer whose presence depends on the transformers version",
     r"^model\.vision_tower\.": "the CLIP tower is loaded from its own folder",
 }
+# the VSM's own heads (the original merge keeps them in fp32); the rest is the LLaVA LLM
+HEAD_PREFIXES = (
+    "model.owlvit.",
+    "model.visual_projection.",
+    "model.prompt_encoder.",
+    "model.mask_decoder.",
+    "model.text_hidden_fcs_",
+)
 SHARD_BYTES = 2 << 30
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# our key in a saved config: the CLIP folder relative to the model folder (never absolute), so
+# the folder still finds its tower on the machine that saved it
+CLIP_HINT_KEY = "vsm_vision_tower_relpath"
 
 
 class WeightsError(VsmKitError):
@@ -79,6 +105,18 @@ class TensorStore:
         handle = self._handle(self._where[key])
         return handle.get_tensor(key) if hasattr(handle, "get_tensor") else handle[key]
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """A tensor's shape without reading its values."""
+        handle = self._handle(self._where[key])
+        if hasattr(handle, "get_slice"):
+            return tuple(handle.get_slice(key).get_shape())
+        return tuple(handle[key].shape)
+
+    def count(self, prefix: str) -> int:
+        """How many numbered blocks `prefix{i}.` the keys hold (e.g. transformer layers)."""
+        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({m[1] for k in self._where if (m := pattern.match(k))})
+
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face style folder (safetensors or .bin, sharded or not)."""
@@ -99,49 +137,112 @@ def read_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def resolve_local(name_or_path: str | None, base: Path, what: str) -> Path:
-    """A local folder for a hub name or path: absolute, relative to `base`, or an error that
-    says how to give it (nothing is downloaded)."""
-    if name_or_path:
-        for cand in (Path(name_or_path), base / name_or_path):
-            if cand.is_dir():
+def tower_name(clip: str | Path) -> str:
+    """How a saved config names the CLIP tower `clip` (a folder or a hub name): its hub name
+    `org/name` when the folder is a hub-cache snapshot or its config declares one, else the
+    folder's own name; never a path of this machine."""
+    path = Path(clip).expanduser()
+    if not path.is_dir():
+        return str(clip)
+    path = path.resolve()
+    cached = re.search(r"models--(.+?)--([^/]+)/snapshots/[^/]+$", path.as_posix())
+    if cached:
+        return f"{cached[1]}/{cached[2]}"
+    declared = _read_json(path / "config.json").get("_name_or_path") or ""
+    return declared if HUB_NAME.fullmatch(declared) else path.name
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").exists()
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The locally cached snapshot of hub repo `name`, or None; never downloads."""
+    if not HUB_NAME.fullmatch(name):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached, or a name the hub client rejects
+        return None
+    return path if _is_model_folder(path) else None
+
+
+def find_clip(folder: str | Path, config: dict, clip: str | Path | None = None) -> Path:
+    """The local CLIP tower folder for the model in `folder`, tried in this order: `clip` (a
+    folder or a cached hub name); the config's `vision_tower` as a path (absolute, or relative
+    to the model folder); our relative-path record of the folder the model was saved with; the
+    name in the local Hugging Face cache; a folder of the name's last part beside the model
+    folder or beside its parent. Nothing is downloaded; the error lists where it looked."""
+    folder = Path(folder).absolute()
+    looked: list[str] = []
+
+    def first(*candidates: Path | None) -> Path | None:
+        for cand in candidates:
+            if cand is not None and _is_model_folder(cand):
                 return cand.resolve()
-    raise MissingDataError(
-        Path(str(name_or_path)),
-        what,
-        f"download it once and pass its local folder (the config names {name_or_path!r})",
+            if cand is not None:
+                looked.append(str(cand))
+        return None
+
+    if clip:
+        found = first(Path(clip).expanduser()) or _hub_snapshot(str(clip))
+        if found is None:
+            raise MissingDataError(
+                Path(clip),
+                "CLIP vision tower given as --clip (clip=)",
+                "give a folder holding the tower's config.json and weights, or a hub name "
+                "cached on this machine",
+            )
+        return found
+    name = config.get("vision_tower") or config.get("mm_vision_tower") or ""
+    hint = config.get(CLIP_HINT_KEY)
+    as_path = Path(name).expanduser()
+    found = first(
+        (as_path if as_path.is_absolute() else folder / name) if name else None,
+        folder.resolve() / hint if hint else None,  # relative to where it was saved
     )
+    if found is None and HUB_NAME.fullmatch(name):
+        from huggingface_hub import constants
+
+        found = _hub_snapshot(name)
+        looked.append(f"the Hugging Face cache {constants.HF_HUB_CACHE} for {name}")
+    base = Path(name.rstrip("/")).name
+    if found is None and base:
+        found = first(folder.parent / base, folder.parent.parent / base)
+    if found is None:
+        beside = f", or put it beside the model folder as {base}/" if base else ""
+        raise MissingDataError(
+            Path(name or "(config.json names no vision_tower)"),
+            "CLIP vision tower",
+            f"pass its folder with --clip (Python: clip=...){beside}. Looked in: "
+            + "; ".join(looked),
+        )
+    return found
 
 
 def _sam_arch(store: TensorStore) -> SamArch:
     """The mask head's sizes from the checkpoint's shapes (the original config has none)."""
-    dim = store.get("model.mask_decoder.iou_token.weight").shape[1]
-    layers = {
-        k.split(".")[4]
-        for k in store.keys()
-        if k.startswith("model.mask_decoder.transformer.layers.")
-    }
-    iou_layers = {
-        k.split(".")[4]
-        for k in store.keys()
-        if k.startswith("model.mask_decoder.iou_prediction_head.layers.")
-    }
+    dim = store.shape("model.mask_decoder.iou_token.weight")[1]
     return SamArch(
         embed_dim=dim,
-        depth=len(layers),
+        depth=store.count("model.mask_decoder.transformer.layers."),
         num_heads=max(1, dim // 32),
-        mlp_dim=store.get("model.mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0],
-        num_multimask_outputs=store.get("model.mask_decoder.mask_tokens.weight").shape[0] - 1,
-        iou_head_depth=len(iou_layers),
-        mask_in_chans=store.get("model.prompt_encoder.mask_downscaling.3.weight").shape[0],
+        mlp_dim=store.shape("model.mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        num_multimask_outputs=store.shape("model.mask_decoder.mask_tokens.weight")[0] - 1,
+        iou_head_depth=store.count("model.mask_decoder.iou_prediction_head.layers."),
+        mask_in_chans=store.shape("model.prompt_encoder.mask_downscaling.3.weight")[0],
     )
 
 
-def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore) -> VSMArch:
-    if "vsm_arch" in config:
-        return VSMArch.from_dict(config["vsm_arch"])
+def _clip_arch(clip: Path) -> ClipArch:
     c = CLIPVisionConfig.from_pretrained(str(clip))
-    clip_arch = ClipArch(
+    return ClipArch(
         c.hidden_size,
         c.num_hidden_layers,
         c.num_attention_heads,
@@ -150,42 +251,110 @@ def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore
         c.patch_size,
         c.projection_dim,
     )
-    if owlvit is not None:
-        o = OwlViTConfig.from_pretrained(str(owlvit))
-        v, t = o.vision_config, o.text_config
-        owl_arch = OwlViTArch(
-            v.hidden_size,
-            v.num_hidden_layers,
-            v.num_attention_heads,
-            v.intermediate_size,
-            v.image_size,
-            v.patch_size,
-            t.hidden_size,
-            t.num_hidden_layers,
-            t.num_attention_heads,
-            t.intermediate_size,
-            o.projection_dim,
-        )
-    else:  # the original hard-codes google/owlvit-base-patch16
-        owl_arch = vsm_7b().owlvit
-    llama = LlamaArch(
-        config["hidden_size"],
-        config["num_hidden_layers"],
-        config["num_attention_heads"],
-        config["intermediate_size"],
-        config.get("max_position_embeddings", 2048),
-        config.get("rms_norm_eps", 1e-6),
+
+
+def _owlvit_arch(owlvit: Path) -> OwlViTArch:
+    o = OwlViTConfig.from_pretrained(str(owlvit))
+    v, t = o.vision_config, o.text_config
+    return OwlViTArch(
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.intermediate_size,
+        v.image_size,
+        v.patch_size,
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.num_attention_heads,
+        t.intermediate_size,
+        o.projection_dim,
     )
+
+
+def _owlvit_from_tensors(store: TensorStore) -> OwlViTArch:
+    """The OWL-ViT part's sizes from the checkpoint's shapes: width and patch size from the patch
+    embedding, image size from the position table (grid² + CLS), layers, MLP width from `fc1`,
+    the class head's (= the det [LOC] projection's) width from `class_head.dense0`; heads as
+    `owlvit_from_shapes` says."""
+    vision = "model.owlvit.vision_model."
+    keys = {
+        "patch": vision + "embeddings.patch_embedding.weight",
+        "positions": vision + "embeddings.position_embedding.weight",
+        "fc1": vision + "encoder.layers.0.mlp.fc1.weight",
+        "class": "model.owlvit.class_head.dense0.weight",
+    }
+    absent = [k for k in keys.values() if k not in store]
+    if absent:
+        raise WeightsError(
+            f"the checkpoint has no {absent[0]} to read the OWL-ViT architecture from: pass an "
+            "OWL-ViT folder with --owlvit (Python: owlvit=...)"
+        )
+    hidden, _, patch, _ = store.shape(keys["patch"])
+    grid = math.isqrt(store.shape(keys["positions"])[0] - 1)
+    try:
+        return owlvit_from_shapes(
+            hidden_size=hidden,
+            num_hidden_layers=store.count(vision + "encoder.layers."),
+            intermediate_size=store.shape(keys["fc1"])[0],
+            image_size=grid * patch,
+            patch_size=patch,
+            text_hidden_size=store.shape(keys["class"])[0],
+        )
+    except ValueError as err:
+        raise WeightsError(
+            f"{err}: pass an OWL-ViT folder with --owlvit (Python: owlvit=...)"
+        ) from None
+
+
+def _llama_arch(config: dict, store: TensorStore) -> LlamaArch:
+    """LLaMA sizes from the config, the tensors' shapes filling what it leaves out (the head
+    count from a saved `rotary_emb.inv_freq`, which is head_dim / 2 long)."""
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    known = {
+        k: config[k] for k in (*fields, "max_position_embeddings", "rms_norm_eps") if k in config
+    }
+    if all(k in known for k in fields):
+        return LlamaArch(**known)
+    try:
+        hidden = known.pop("hidden_size", None) or store.shape("model.embed_tokens.weight")[1]
+        layers = known.pop("num_hidden_layers", None) or store.count("model.layers.")
+        mlp = (
+            known.pop("intermediate_size", None)
+            or store.shape("model.layers.0.mlp.gate_proj.weight")[0]
+        )
+    except KeyError as err:
+        raise WeightsError(
+            f"config.json gives no LLaMA sizes and the checkpoint lacks {err}"
+        ) from None
+    inv_freq = "model.layers.0.self_attn.rotary_emb.inv_freq"
+    if "num_attention_heads" not in known and inv_freq in store:
+        known["num_attention_heads"] = hidden // (2 * store.shape(inv_freq)[0])
+    try:
+        return llama_from_shapes(hidden, layers, mlp, **known)
+    except ValueError as err:
+        raise WeightsError(f"{err}: add num_attention_heads to config.json") from None
+
+
+def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore) -> VSMArch:
+    """The architecture of a checkpoint: our config block when present; else the CLIP folder's
+    config, the OWL-ViT folder's (or the tensors'), the config's LLaMA fields (or the tensors')
+    and the mask head's tensors."""
+    if "vsm_arch" in config:
+        return VSMArch.from_dict(config["vsm_arch"])
+    if owlvit is not None:
+        owl_arch, source = _owlvit_arch(owlvit), f"the OWL-ViT folder {owlvit} (--owlvit)"
+    else:
+        owl_arch, source = _owlvit_from_tensors(store), "the checkpoint's class head"
     out_dim = config.get("out_dim", owl_arch.text_hidden_size)
     if out_dim != owl_arch.text_hidden_size:
         raise WeightsError(
-            f"config out_dim {out_dim} does not match OWL-ViT's text width "
-            f"{owl_arch.text_hidden_size}"
+            f"config out_dim {out_dim} does not match the text width "
+            f"{owl_arch.text_hidden_size} of {source}"
         )
     sam = _sam_arch(store) if "model.mask_decoder.iou_token.weight" in store else SamArch()
     return VSMArch(
-        llama,
-        clip_arch,
+        _llama_arch(config, store),
+        _clip_arch(clip),
         owl_arch,
         sam,
         mm_vision_select_layer=config.get("mm_vision_select_layer", -2),
@@ -239,22 +408,20 @@ def load_vsm(
 ):
     """(model, tokenizer, special ids) from our save or an original merged VSM folder.
 
-    `clip`: the CLIP vision tower folder (default: the config's `vision_tower`, resolved
-    locally); `owlvit`: an OWL-ViT folder for the architecture of an original checkpoint
-    (default: B/16 constants); `arch`: the full architecture, for checkpoints whose heads differ
-    from the published sizes. Nothing is downloaded and no pretrained weight is loaded only to
-    be overwritten."""
+    `clip`: the CLIP vision tower (default: found from the config, see `find_clip`); `owlvit`:
+    an OWL-ViT folder giving the detector's architecture (default: read from the checkpoint's
+    tensors); `arch`: the full architecture, for checkpoints whose sizes neither says. Every
+    tensor is cast to `dtype`, whatever dtype it was saved in (the original's folder mixes bf16
+    and fp32), so the model runs in one dtype. Nothing is downloaded and no pretrained weight is
+    loaded only to be overwritten."""
     folder = Path(folder)
     config = read_config(folder)
-    clip_dir = resolve_local(
-        str(clip) if clip else config.get("vision_tower") or config.get("mm_vision_tower"),
-        folder,
-        "CLIP vision tower",
-    )
+    clip_dir = find_clip(folder, config, clip)
     store = TensorStore(folder)
     arch = arch or _arch_from(config, clip_dir, Path(owlvit) if owlvit else None, store)
     tokenizer, ids = load_tokenizer(folder, config.get("model_max_length", 512))
-    cfg = llama_config(arch, config["vocab_size"], loc_token_idx=ids.loc)
+    vocab = config.get("vocab_size") or store.shape("model.embed_tokens.weight")[0]
+    cfg = llama_config(arch, vocab, loc_token_idx=ids.loc)
     model = VSMForCausalLM(cfg, arch, clip=CLIPVisionModel.from_pretrained(str(clip_dir)))
     check_and_load(
         model, {k: store.get(k) for k in store.keys()}, allow_missing=("model.vision_tower.",)
@@ -263,13 +430,18 @@ def load_vsm(
     return model.to(device=device, dtype=dtype).eval(), tokenizer, ids
 
 
-def original_config(model: VSMForCausalLM, clip_name: str) -> dict:
-    """config.json in the original merged model's form, plus our architecture block."""
+def original_config(
+    model: VSMForCausalLM, clip_name: str, dtype: torch.dtype | None = None
+) -> dict:
+    """config.json in the original merged model's form (the tower named by `clip_name`, the
+    LLM's `dtype` as `torch_dtype`), plus our architecture block."""
     cfg = model.config.to_dict()
+    cfg.pop("dtype", None)  # transformers 5's name for what the original calls torch_dtype
     cfg.update(
         {
             "model_type": "llava",
             "architectures": ["VSMForCausalLM"],
+            "torch_dtype": str(dtype or model.lm_head.weight.dtype).removeprefix("torch."),
             "train_mask_decoder": True,
             "out_dim": model.arch.owlvit.text_hidden_size,
             "vision_tower": clip_name,
@@ -291,21 +463,37 @@ def save_vsm(
     model: VSMForCausalLM,
     tokenizer,
     out: str | Path,
-    clip_name: str,
+    clip: str | Path,
     dtype: torch.dtype | None = None,
+    head_dtype: torch.dtype | None = None,
 ) -> Path:
     """Save weights (safetensors, without the CLIP tower), config, generation config, tokenizer
     and both image-processor configs into `out`, written in a temporary folder beside it and
-    renamed into place at the end."""
+    renamed into place at the end.
+
+    `clip`: the CLIP tower the model runs with (a folder or a hub name); the config names it by
+    `tower_name` and, for a folder, records where it lies relative to `out`. `dtype`: the LLM's
+    tensors (default: as they are); `head_dtype`: the VSM heads' (`HEAD_PREFIXES`; default:
+    `dtype`). The original's merge saves bf16 and fp32."""
     out = Path(out)
+    head_dtype = head_dtype or dtype
+    config = original_config(model, tower_name(clip), dtype)
+    if Path(clip).expanduser().is_dir():
+        try:
+            config[CLIP_HINT_KEY] = os.path.relpath(
+                Path(clip).expanduser().resolve(), out.resolve()
+            )
+        except ValueError:  # on another drive (Windows): no relative path exists
+            pass
     with atomic_dir(out) as tmp:
-        state = {
-            k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous()
-            for k, v in model.state_dict().items()
-            if not any(re.search(p, k) for p in IGNORED_KEYS)
-        }
+        state = {}
+        for k, v in model.state_dict().items():
+            if any(re.search(p, k) for p in IGNORED_KEYS):
+                continue
+            to = head_dtype if k.startswith(HEAD_PREFIXES) else dtype
+            state[k] = (v.to(to) if to and v.is_floating_point() else v).contiguous()
         _save_sharded(state, tmp)
-        (tmp / "config.json").write_text(json.dumps(original_config(model, clip_name), indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
         GenerationConfig(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -356,15 +544,9 @@ def init_vsm_from_base(
         owlvit=OwlViTParts.from_pretrained(str(owlvit)),
         clip=CLIPVisionModel.from_pretrained(str(clip)),
     )
-    heads = (
-        "model.owlvit.",
-        "model.visual_projection.",
-        "model.prompt_encoder.",
-        "model.mask_decoder.",
-        "model.text_hidden_fcs_",
-        "model.vision_tower.",
+    check_and_load(
+        model, read_state_dict(base), allow_missing=(*HEAD_PREFIXES, "model.vision_tower.")
     )
-    check_and_load(model, read_state_dict(base), allow_missing=heads)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.loc_token_idx = ids.loc
     model.loc_token_idx = ids.loc
