@@ -144,7 +144,7 @@ def write_owlvit(folder: Path, arch: VSMArch) -> None:
     ).save_pretrained(folder)
 
 
-def write_llava_base(folder: Path, arch: VSMArch, clip_folder: str) -> None:
+def write_llava_base(folder: Path, arch: VSMArch, clip_name: str) -> None:
     """LLaMA + `model.mm_projector`, with a LLaVA v1 `config.json` (model_type "llava")."""
     from transformers import LlamaForCausalLM
 
@@ -164,7 +164,7 @@ def write_llava_base(folder: Path, arch: VSMArch, clip_folder: str) -> None:
             "mm_hidden_size": arch.clip.hidden_size,
             "mm_vision_select_layer": arch.mm_vision_select_layer,
             "mm_vision_select_feature": "patch",
-            "mm_vision_tower": clip_folder,
+            "mm_vision_tower": clip_name,
             "mm_use_im_start_end": True,
             "mm_use_im_patch_token": False,
             "tune_mm_mlp_adapter": False,
@@ -179,15 +179,15 @@ def write_vsm_original_layout(
     folder: Path, base: Path, clip: Path, owlvit: Path, arch: VSMArch
 ) -> None:
     """A tiny VSM (random heads) saved as the original merge script wrote the published model:
-    prefix-free keys, `rotary_emb.inv_freq` buffers included, two shards with an index, the
-    original config fields only (no architecture block), tokenizer with [LOC]. The fixture for
-    loading that layout."""
-    from ..model.weights import init_vsm_from_base, original_config
+    prefix-free keys, `rotary_emb.inv_freq` buffers included, two shards with an index, the LLM
+    in bf16 and the heads in fp32, the original config fields only (no architecture block, the
+    CLIP tower by name), tokenizer with [LOC]. The fixture for loading that layout."""
+    from ..model.weights import HEAD_PREFIXES, init_vsm_from_base, original_config
 
     torch.manual_seed(4)
     model, tokenizer, _ = init_vsm_from_base(base, clip, owlvit, arch)
     state = {
-        k: v.contiguous()
+        k: (v if k.startswith(HEAD_PREFIXES) else v.to(torch.bfloat16)).contiguous()
         for k, v in model.state_dict().items()
         if not k.startswith("model.vision_tower.")
     }
@@ -206,7 +206,7 @@ def write_vsm_original_layout(
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
     )
-    config = original_config(model, "../clip-tiny")
+    config = original_config(model, clip.name, torch.bfloat16)  # found beside it by name
     config.pop("vsm_arch")
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     save_tokenizer(tokenizer, folder)
@@ -219,7 +219,7 @@ def write_weights(root: Path, arch: VSMArch) -> None:
     hf_logging.disable_progress_bar()
     write_clip(root / "clip-tiny", arch)
     write_owlvit(root / "owlvit-tiny", arch)
-    write_llava_base(root / "llava-tiny", arch, "../clip-tiny")
+    write_llava_base(root / "llava-tiny", arch, "clip-tiny")
     write_vsm_original_layout(
         root / "vsm-tiny", root / "llava-tiny", root / "clip-tiny", root / "owlvit-tiny", arch
     )
