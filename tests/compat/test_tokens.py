@@ -110,12 +110,15 @@ def test_detection_prompt_is_the_generation_prompt_plus_the_trained_answer(case)
         assert tokenizer.tokenize(",")[-1] == "," and full[loc - 1] == tokenizer.token_id(",")
 
 
-@pytest.mark.parametrize("k", range(len(SOURCES) + 1))
-def test_collate_ids_labels_attention_match(case, k):
+@pytest.mark.parametrize("name", [*SOURCES, "validation"])
+def test_collate_ids_labels_attention_match(case, name):
     tokenizer, ids, _, batches, base, _, _, _ = case
-    if k >= len(batches):
-        pytest.fail("the demo world lacks a source with samples")
-    name, samples, inference = batches[k]
+    names = [b[0] for b in batches]
+    if name not in names:  # the original's GoldG rule leaves Flickr entries without boxes
+        assert name == "flickr", f"the demo world gives no {name} sample"
+        return
+    k = names.index(name)
+    _, samples, inference = batches[k]
     batch = Collator(tokenizer, ids, truncate=not inference)(samples)
     expected = base["batches"][k]
     assert batch["input_ids"].tolist() == expected["input_ids"], name
