@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from vsm_kit.errors import MissingDataError
 from vsm_kit.model.architecture import owlvit_from_shapes, vsm_7b, vsm_tiny
+from vsm_kit.model.clip_tower import tower_name
 from vsm_kit.model.predictor import VSMPredictor
 from vsm_kit.model.weights import (
     HEAD_PREFIXES,
@@ -20,7 +21,6 @@ from vsm_kit.model.weights import (
     load_vsm,
     read_state_dict,
     save_vsm,
-    tower_name,
 )
 
 from .batch import demo_batch
