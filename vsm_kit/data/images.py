@@ -1,17 +1,22 @@
-"""Image decoding: RGB uint8 arrays in the stored pixel grid (annotations refer to it)."""
+"""Image decoding: RGB uint8 arrays in the stored pixel grid (annotations refer to it).
+
+Only `decode_rgb` (the training pipeline's tensor path) needs torch, and imports it itself, so
+the data-only commands and readers never load torch."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from ..errors import CorruptImageError, MissingDataError
+
+if TYPE_CHECKING:
+    import torch
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
@@ -71,6 +76,9 @@ def decode_rgb(path: str | Path) -> torch.Tensor:
 
 
 def _decode_rgb(path: Path) -> torch.Tensor:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
     try:
         data = read_file(str(path))
     except RuntimeError:
