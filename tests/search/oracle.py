@@ -25,7 +25,18 @@ class Located:
 
 
 @dataclass
-class ScriptedOracle:
+class LocatesInTurn:
+    """`locate_batch` for test doubles: `set_image` then `locate`, patch by patch."""
+
+    def locate_batch(self, patches: list, target: str, cue: bool = True) -> list:
+        out = []
+        for patch in patches:
+            self.set_image(patch)
+            out.append(self.locate(target, cue))
+        return out
+
+
+class ScriptedOracle(LocatesInTurn):
     target_xyxy: tuple[int, int, int, int]  # where the target is, image pixels
     sees_below: int = 300  # detects only in patches this small (smaller side)
     cue_peak: float = 10.0  # height of the target cue on the target
@@ -92,8 +103,4 @@ class ScriptedOracle:
 
     def locate_batch(self, patches: list, target: str, cue: bool = True) -> list[Located]:
         self.batches.append(len(patches))
-        out = []
-        for patch in patches:
-            self.set_image(patch)
-            out.append(self.locate(target, cue))
-        return out
+        return super().locate_batch(patches, target, cue)

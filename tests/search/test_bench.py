@@ -21,7 +21,7 @@ from vsm_kit.search.bench import (
     write_log,
 )
 
-from .oracle import ScriptedOracle, coordinate_image
+from .oracle import LocatesInTurn, ScriptedOracle, coordinate_image
 
 W, H = 2048, 1536
 # target → (where the double finds it, xyxy; the smaller patch side it sees it below)
@@ -33,7 +33,7 @@ PLACES = {
 }
 
 
-class ScriptedBenchModel:
+class ScriptedBenchModel(LocatesInTurn):
     """Test double: one `ScriptedOracle` per target name, each seeing every patch."""
 
     def __init__(self):
@@ -45,13 +45,6 @@ class ScriptedBenchModel:
 
     def locate(self, target, cue=True):
         return self.oracles[target].locate(target, cue)
-
-    def locate_batch(self, patches, target, cue=True):
-        out = []
-        for patch in patches:
-            self.set_image(patch)
-            out.append(self.locate(target, cue))
-        return out
 
     def segment(self, phrase):
         raise AssertionError("the target cue is always strong enough here")

@@ -6,7 +6,7 @@ import pytest
 from vsm_kit.search import SearchConfig, split, visual_search
 from vsm_kit.search.cues import CONTEXT_QUESTION
 
-from .oracle import Located, ScriptedOracle, coordinate_image
+from .oracle import Located, LocatesInTurn, ScriptedOracle, coordinate_image
 from .parse import Doc
 
 TARGET = (1600, 1200, 1640, 1240)  # xyxy in a 2048×1536 image
@@ -142,7 +142,7 @@ def test_result_serialises_to_json_ready_data():
     assert isinstance(result.steps[0].heatmap, np.ndarray)
 
 
-class QuadrantCue:
+class QuadrantCue(LocatesInTurn):
     """Test double that never detects; on the whole image its target cue is one value per
     sub-patch (in `split` order), so the sub-patch scores are set by hand."""
 
@@ -160,13 +160,6 @@ class QuadrantCue:
             for (x, y, bw, bh), value in zip(split((0, 0, w, h)), self.values, strict=True):
                 mask[y : y + bh, x : x + bw] = value
         return Located(np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.1]), mask)
-
-    def locate_batch(self, patches, target, cue=True):
-        out = []
-        for patch in patches:
-            self.set_image(patch)
-            out.append(self.locate(target, cue))
-        return out
 
 
 @pytest.mark.parametrize(
