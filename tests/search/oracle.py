@@ -24,7 +24,6 @@ class Located:
     mask_logits: np.ndarray | None
 
 
-@dataclass
 class LocatesInTurn:
     """`locate_batch` for test doubles: `set_image` then `locate`, patch by patch."""
 
@@ -36,6 +35,7 @@ class LocatesInTurn:
         return out
 
 
+@dataclass
 class ScriptedOracle(LocatesInTurn):
     target_xyxy: tuple[int, int, int, int]  # where the target is, image pixels
     sees_below: int = 300  # detects only in patches this small (smaller side)
