@@ -2,7 +2,9 @@
 Playwright, for the tests that check what a user sees in the browser.
 
 The browser tests skip, with the reason, only when Chromium (`make browser-deps` installs it) or
-the Playwright package is missing. A failed test leaves a screenshot in `runs/browser/`.
+the Playwright package is missing, and only outside CI: with `CI=true` (as `.ci/run` runs) a
+missing browser fails them, so a machine without one cannot pass green. A failed test leaves a
+screenshot in `runs/browser/`.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def lab(request, tmp_path_factory):
     """JupyterLab on 127.0.0.1 (random port and token) serving a copy of `notebooks/`; the demo
     world lies in `runs/demo/world/` beside it, where the notebooks' default WORK_DIR finds it."""
     if reason := _missing():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run the browser tests: {reason}")
         pytest.skip(reason)
     demo_world = request.getfixturevalue("demo_world")  # only once the tests can run
     base = tmp_path_factory.mktemp("lab")

@@ -2,7 +2,8 @@
 
 One item per image holding every sentence of it (no truncation), as the original does (§7.4):
 a query hits when the box of its highest-scoring patch has IoU > 0.5 with the GT box; masks are
-logits > 0; gIoU is the mean per-mask IoU (1 for an empty union), cIoU the pooled one.
+logits > 0 against the target's value-1 pixels; gIoU is the mean per-mask IoU (1 for an empty
+union), cIoU the pooled one.
 """
 
 from __future__ import annotations
@@ -74,10 +75,7 @@ def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: 
             sums[4] += float(iou > 0.5)
             sums[5] += 1
         if p["masks"][0] is not None:
-            pred = p["masks"][0] > 0
-            gt = batch["masks_list"][0] > 0.5
-            inter = (pred & gt).flatten(1).sum(1).double().cpu()
-            union = (pred | gt).flatten(1).sum(1).double().cpu()
+            inter, union = _foreground_counts(p["masks"][0], batch["masks_list"][0])
             sums[0] += inter.sum()
             sums[1] += union.sum()
             sums[2] += torch.where(union > 0, inter / (union + 1e-5), torch.ones_like(union)).sum()
@@ -94,6 +92,16 @@ def evaluate(model, samples, collator, inputs, to_device, rank: int = 0, world: 
         "ciou": inter / (union + 1e-10),
         "det_acc": hits / max(n_queries, 1),
     }
+
+
+def _foreground_counts(logits: torch.Tensor, gt: torch.Tensor):
+    """Per-mask foreground (intersection, union) as float64 [n], the original's way: prediction
+    = logits > 0; the target's foreground is the value 1 only (a refer target's overlap pixels,
+    2 or more, fall outside its two-class histogram: never intersected, still predicted)."""
+    pred, fg = logits > 0, gt == 1
+    inter = (pred & fg).flatten(1).sum(1).double().cpu()
+    union = pred.flatten(1).sum(1).double().cpu() + fg.flatten(1).sum(1).double().cpu() - inter
+    return inter, union
 
 
 def batch_device(model) -> torch.device:
