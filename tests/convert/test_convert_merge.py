@@ -5,6 +5,7 @@ import importlib
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -219,13 +220,25 @@ def test_convert_names_trainable_parameters_the_checkpoint_lacks(run_dir, tmp_pa
 
 
 def test_merge_refuses_when_ram_is_short(run_dir, converted, tmp_path, monkeypatch):
-    class Tiny:
-        available = 1024**3 // 2
+    """The estimate is twice the fp32 file plus twice the saved copy (bf16 LLM: half) plus
+    2 GiB; one byte less available refuses, the estimate itself is enough."""
+    fp32 = converted.out.stat().st_size
+    need = 2 * fp32 + 2 * (fp32 // 2) + 2 * 1024**3
+    assert merge_module.ram_needed(converted.out, "mixed") == need
 
-    monkeypatch.setattr(merge_module.psutil, "virtual_memory", lambda: Tiny)
+    def available(n):
+        monkeypatch.setattr(
+            merge_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=n)
+        )
+
+    available(need - 1)
     with pytest.raises(MergeError) as err:
         merge(RunConfig.load(run_dir / "config.yaml"), converted.out, tmp_path / "m")
     assert "needs ~" in str(err.value) and "available" in str(err.value)
+    assert not (tmp_path / "m").exists()
+    available(need)
+    report = merge(RunConfig.load(run_dir / "config.yaml"), converted.out, tmp_path / "m")
+    assert report.verified
 
 
 def test_merge_panel_runs_both_steps_and_shows_the_verification(best_not_last, tmp_path):

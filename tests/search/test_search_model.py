@@ -11,6 +11,12 @@ from vsm_kit.data import open_source
 from vsm_kit.search import SearchConfig, visual_search
 
 
+def _share(heatmap, box) -> float:
+    x, y, w, h = box
+    total = float(heatmap.sum())
+    return float(heatmap[y : y + h, x : x + w].sum()) / total if total > 0 else 0.0
+
+
 def test_search_with_the_tiny_model_visits_patches_and_writes_pictures(
     demo_world, tiny_vsm, tmp_path, capsys
 ):
@@ -25,7 +31,18 @@ def test_search_with_the_tiny_model_visits_patches_and_writes_pictures(
     assert result.steps[0].box_xywh == (0, 0, 1024, 768)
     assert all(side <= 400 for side in sides[1:]) and len(result.steps) in (1, 5)
     assert result.encodes == len(result.steps) and result.model_calls >= len(result.steps)
-    assert result.box_xywh is not None and 0 <= result.score <= 1
+    # the children of the whole image are visited best first, by their share of its heatmap
+    root = result.steps[0]
+    if len(result.steps) > 1:
+        shares = [_share(root.heatmap, s.box_xywh) / 4 for s in result.steps[1:]]
+        assert [s.score for s in result.steps[1:]] == pytest.approx(shares)
+        assert shares == sorted(shares, reverse=True)
+    # the result is the best tentative box: the step that found the target, or the fallback
+    best = max(result.steps, key=lambda s: s.top_score)
+    assert result.score == best.top_score
+    assert result.found == (best.top_score >= SearchConfig().confidence_low)
+    dx, dy, dw, dh = best.detection_xywh
+    assert result.box_xywh == (dx + best.box_xywh[0], dy + best.box_xywh[1], dw, dh)
 
     path = tmp_path / "big.jpg"
     Image.fromarray(big).save(path)
