@@ -4,14 +4,58 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from .errors import VsmKitError
+
+
+class UsageError(VsmKitError):
+    """A command line argparse rejects; reported like any user error (exit 2, no usage dump)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}\n  Fix: see `{self.prog} --help`")
+
+
+def _names(known) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names drawn from `known`."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {unknown or [text]}; choose from {','.join(known)}"
+            )
+        return names
+
+    return parse
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _images(text: str) -> int | str:
+    """`--verify-images`: a count, 0 included, or 'all'."""
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count nor 'all'")
+    return int(text)
 
 
 def _demo_world(args) -> int:
     from .demo import make_demo_world
 
-    world = make_demo_world(args.out, seed=args.seed, scale=args.scale)
+    world = make_demo_world(args.out, **_given(seed=args.seed, scale=args.scale))
     print(f"demo world written to {world.dataset}")
     return 0
 
@@ -19,9 +63,10 @@ def _demo_world(args) -> int:
 def _check(args) -> int:
     from .data import check_layout
 
-    groups = [g.strip() for g in args.datasets.split(",") if g.strip()]
-    verify = None if args.verify_images == "all" else int(args.verify_images)
-    report = check_layout(args.data_dir, groups, verify_images=verify)
+    options = _given(groups=args.datasets)
+    if args.verify_images is not None:
+        options["verify_images"] = None if args.verify_images == "all" else args.verify_images
+    report = check_layout(args.data_dir, **options)
     print(report)
     return 0 if report.ok else 1
 
@@ -29,10 +74,9 @@ def _check(args) -> int:
 def _preprocess(args) -> int:
     from .preprocess import preprocess
 
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     summary = preprocess(
         args.data_dir,
-        only=only,
+        only=args.only,
         force=args.force,
         fix_goldg_ids=args.fix_goldg_ids,
         check_images=args.check_images,
@@ -76,8 +120,9 @@ def _detect(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.layout import GROUP_NAMES
+    from .preprocess.run import STEPS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vsm-kit",
         description="Toolkit for the V* visual search model: data, preprocessing, weights, "
         "detection. Each command's --help lists its options.",
@@ -86,25 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-world", help="write the demo data tree and tiny weights")
     p.add_argument("--out", required=True, help="folder; the data tree goes to OUT/dataset")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=int, default=1, help="multiplies the number of images")
+    p.add_argument("--seed", type=int, help="(default 0)")
+    p.add_argument("--scale", type=_positive, help="multiplies the number of images (default 1)")
     p.set_defaults(func=_demo_world)
 
     p = sub.add_parser("check", help="report which dataset files are present")
     p.add_argument("data_dir")
     p.add_argument(
         "--datasets",
-        default=",".join(GROUP_NAMES),
-        help="comma-separated groups: " + ",".join(GROUP_NAMES),
+        type=_names(GROUP_NAMES),
+        help="comma-separated groups (default: all): " + ",".join(GROUP_NAMES),
     )
     p.add_argument(
-        "--verify-images", default="20", help="images per folder to decode fully, or 'all'"
+        "--verify-images",
+        type=_images,
+        help="images per folder to decode fully, or 'all' (default 20)",
     )
     p.set_defaults(func=_check)
 
     p = sub.add_parser("preprocess", help="build the image→boxes indexes and goldG_train.json")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--only", help="comma-separated steps: coco,objects365,goldg (default: all)")
+    p.add_argument(
+        "--only",
+        type=_names(tuple(STEPS)),
+        help="comma-separated steps: coco,objects365,goldg (default: all)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild outputs that are up to date")
     p.add_argument(
         "--fix-goldg-ids",
@@ -126,21 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="boxes (pixel xyxy) and scores of a target in an image")
     _model_image_target(p)
-    p.add_argument("--top", type=int, default=5, help="how many boxes to print")
+    p.add_argument("--top", type=_positive, default=5, help="how many boxes to print")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("train", help="train under the deepspeed launcher (GPUs or CPU ranks)")
     p.add_argument("--config", required=True, help="run YAML (see vsm_kit/configs/)")
     p.add_argument(
-        "--num-gpus", type=int, help="ranks on this machine (default: every GPU, 1 on CPU)"
+        "--num-gpus", type=_positive, help="ranks on this machine (default: every GPU, 1 on CPU)"
     )
     p.add_argument("--hostfile", help="DeepSpeed hostfile for several nodes")
     p.add_argument("--data-dir", help="override data.data_dir")
     p.add_argument("--weights-dir", help="override weights.dir (a demo world's weights/)")
     p.add_argument("--output-dir", help="override output_dir")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the command only")
+    p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, write OUTPUT_DIR/config.yaml and print the launcher command line "
+        "without running it",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("convert", help="ZeRO checkpoint of a run → fp32 safetensors")
@@ -179,12 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bench", required=True, help="folder of image folders, each image beside its .json"
     )
-    p.add_argument("--limit", type=int, help="search only the first N targets")
+    p.add_argument("--limit", type=_positive, help="search only the first N targets")
     p.add_argument(
         "--log",
-        default="search_eval.jsonl",
-        help="per-target JSON-lines log (default: ./search_eval.jsonl; the bench folder is "
-        "left untouched, it may be read-only)",
+        required=True,
+        help="the per-target JSON-lines file to write (required: the bench folder is left "
+        "untouched, it may be read-only, and nothing is written to the current folder)",
     )
     p.set_defaults(func=_search_eval)
     return parser
@@ -244,7 +300,9 @@ def _model_image_target(p: argparse.ArgumentParser) -> None:
 
 def _search_options(p: argparse.ArgumentParser) -> None:
     """The search settings `search` and `search-eval` share (see `_search_config`)."""
-    p.add_argument("--minimum-size", type=int, help="smallest patch side to split (default 224)")
+    p.add_argument(
+        "--minimum-size", type=_positive, help="smallest patch side to split (default 224)"
+    )
     p.add_argument(
         "--batch-siblings",
         action="store_true",
@@ -349,7 +407,7 @@ def _convert_merge(args) -> int:
 def _train(args) -> int:
     from .train.config import RunConfig
     from .train.hardware import probe
-    from .train.launch import TrainingRun, deepspeed_command, prepare
+    from .train.launch import TrainingRun, dry_run
 
     overrides = {
         "data.data_dir": args.data_dir,
@@ -362,8 +420,7 @@ def _train(args) -> int:
     )
     num_gpus = args.num_gpus or max(1, len(probe().gpus))
     if args.dry_run:
-        run_dir = prepare(config)
-        print(" ".join(deepspeed_command(run_dir, num_gpus, args.hostfile)))
+        print(dry_run(config, num_gpus=num_gpus, hostfile=args.hostfile))
         return 0
     run = TrainingRun.start(config, num_gpus=num_gpus, hostfile=args.hostfile)
     print(f"run folder: {run.output_dir} (log: {run.output_dir / 'train.log'})")
@@ -380,12 +437,11 @@ def _train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; a user error (`VsmKitError`, a bad argument) prints one message and
+    returns 2. Anything else is a bug and keeps its traceback."""
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except VsmKitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

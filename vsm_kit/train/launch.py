@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -56,6 +57,12 @@ def prepare(config: RunConfig) -> Path:
         _check_resumable(RunConfig.load(previous), config)
     config.save(previous)
     return run_dir
+
+
+def dry_run(config: RunConfig, num_gpus: int | None = None, hostfile: str | None = None) -> str:
+    """Everything `TrainingRun.start` does but launching: validate, write the run's
+    `config.yaml`; returns the launcher command line it would run, quoted for a shell."""
+    return shlex.join(deepspeed_command(prepare(config), num_gpus, hostfile))
 
 
 def _check_resumable(old: RunConfig, new: RunConfig) -> None:
