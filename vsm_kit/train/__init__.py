@@ -5,7 +5,7 @@ from .collate import Collator
 from .config import ConfigError, RunConfig
 from .hardware import Hardware, probe, suggest
 from .hybrid import HybridDataset, StepSampler
-from .launch import TrainingRun
+from .launch import TrainingRun, remove_run
 from .samples import Sample, build_sample
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "TrainingRun",
     "build_sample",
     "probe",
+    "remove_run",
     "suggest",
 ]

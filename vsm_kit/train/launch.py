@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,6 +217,27 @@ class TrainingRun:
                     bar.set_description(f"{self.output_dir.name}: {status}")
                     return status
                 time.sleep(poll)
+
+
+def remove_run(folder: str | Path) -> bool:
+    """Delete the run in `folder`, so that the next launch into it trains from step 0 (a launch
+    into a run's folder resumes it). Refuses a folder holding no run and a run still going.
+    Returns whether there was a run to remove."""
+    folder = Path(folder)
+    if not folder.exists():
+        return False
+    if not (folder / "config.yaml").exists():
+        raise VsmKitError(f"{folder} holds no run (no config.yaml): not removing it")
+    try:
+        status = json.loads((folder / STATUS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        status = {}
+    if status.get("state") in ("starting", "running") and _alive(status.get("pid")):
+        raise VsmKitError(
+            f"the run in {folder} is still going (pid {status['pid']}): stop it first"
+        )
+    shutil.rmtree(folder)
+    return True
 
 
 def _alive(pid) -> bool:
