@@ -14,8 +14,9 @@ CPU, for CPU-only training.
 All build the same `draw(i)` samples of the default mix. Prints samples/s of each (wall clock),
 the ratios (also in process CPU time, steadier on a shared machine) per size, and checks once per
 size that (a) and (b') give the same OWL and CLIP tensors (exit status 1 when not), so the
-speed-up is not from doing different work.
-Usage: .venv/bin/python benchmarks/bench_dataloader.py [--samples N] [--warmup N]
+speed-up is not from doing different work. `--smoke`: 8 samples after 2 warm-up ones (seconds;
+for the tests).
+Usage: .venv/bin/python benchmarks/bench_dataloader.py [--samples N] [--warmup N] [--smoke]
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=200, help="timed samples per pipeline and size")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--smoke", action="store_true", help="a seconds-long run, for the tests")
     args = ap.parse_args()
+    if args.smoke:
+        args.samples, args.warmup = 8, 2
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:

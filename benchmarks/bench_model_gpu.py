@@ -10,6 +10,8 @@ row), boxes for every query and masks on 2 of the 4 images. Prints mean/min step
 
 GPU machine:  .venv/bin/python benchmarks/bench_model_gpu.py [--iters 10] [--seq-len 512]
 CPU check:    .venv/bin/python benchmarks/bench_model_gpu.py --arch tiny --device cpu --seq-len 128
+Smoke (tests): .venv/bin/python benchmarks/bench_model_gpu.py --smoke --device cpu
+(`--smoke`: the tiny arch, 32 text tokens, one timed iteration, no warm-up.)
 """
 
 from __future__ import annotations
@@ -133,7 +135,10 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, help="timed iterations (default: 10 CUDA, 1 CPU)")
     parser.add_argument("--warmup", type=int, help="untimed first iterations (default: 2 / 1)")
     parser.add_argument("--seq-len", type=int, default=512, help="text tokens per conversation")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run, for the tests")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.arch, args.seq_len, args.iters, args.warmup = "tiny", 32, 1, 0
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32

@@ -6,14 +6,21 @@ images (default: the demo world's `vstar_bench/`), runs for every target:
 re-encodes its patch (OWL-ViT and CLIP towers), detection and segmentation generate their answer
 "Sure, [LOC]." token by token without a key/value cache (one full forward over the growing
 sequence per token, the [LOC] state read from the last one), the context question is answered by
-uncached greedy generation, one call at a time;
+uncached greedy generation (`VSMPredictor.answer(use_cache=False)`: one full forward per token,
+image features inserted again; transformers 5's `generate(use_cache=False)` was found to keep a
+key/value cache all the same, so it is not used), one call at a time;
 (b) ours: `VSMPredictor` encodes each patch once and keeps it, reads the [LOC] state from one
 forward over the known answer, decodes no mask on patches too small to split, answers with a
 key/value cache;
 (c) ours with `batch_siblings=True` (queued siblings located in the same batched call).
 The three take turns target by target, each starting with an empty encoding cache. Prints per
-search the model calls, patch encodes and wall time, the ratios to the baseline, and checks that
-all three visit the same patches in the same order and end with the same box.
+search the model calls, patch encodes, language-model forwards with their fewest and most
+positions (a cached step has 1; the baseline's never fall below the prompt, which shows it
+recomputes), wall time and the ratios to the baseline; exits 1 unless all three visit the same
+patches in the same order and end with the same box. How the baseline was checked: the forward
+counts and lengths printed (one per generated token, each over the whole sequence so far) and
+one encode per model call; by hand, its uncached answers equal the cached ones token for token
+on the demo's V*Bench images.
 
 The demo's tiny VSM is bound by its vision towers (a 64-wide language model); in the real 7B VSM
 the language model costs ~7× the towers' FLOPs per call. `--arch lm-heavy` keeps the tiny towers
@@ -24,8 +31,9 @@ may be confident anywhere, so `--confidence-high 1` (never confident: every patc
 minimum size is visited, then the fallback) keeps its searches the same length as the tiny's.
 CPU time is printed beside wall time: steadier on a shared machine; torch runs one CPU thread by
 default, as tiny kernels on a busy machine lose more to thread hand-offs than they gain.
+`--smoke`: one target, searched down to 512 px, 4-token answers (seconds; for the tests).
 Usage: .venv/bin/python benchmarks/bench_search.py [--arch tiny|lm-heavy] [--bench DIR]
-       [--model DIR --owlvit DIR] [--device cpu|cuda] [--limit N] [--minimum-size PX]
+       [--model DIR --owlvit DIR] [--device cpu|cuda] [--limit N] [--minimum-size PX] [--smoke]
 """
 
 from __future__ import annotations
@@ -116,6 +124,18 @@ def bench_targets(folder: Path, limit: int | None) -> list[tuple[Path, str]]:
     return pairs[:limit]
 
 
+def count_forwards(predictor: VSMPredictor) -> list[int]:
+    """Positions of every language-model forward from now on, appended as they run."""
+    lengths: list[int] = []
+
+    def hook(module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        lengths.append((x if x is not None else kwargs["input_ids"]).shape[1])
+
+    predictor.model.model.register_forward_pre_hook(hook, with_kwargs=True)
+    return lengths
+
+
 def signature(result) -> tuple:
     return ([s.box_xywh for s in result.steps], result.found, result.box_xywh)
 
@@ -133,7 +153,10 @@ def main() -> None:
     ap.add_argument("--answer-tokens", type=int, default=24, help="cap on answer length")
     ap.add_argument("--confidence-high", type=float, help="default: the original's 0.5")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadiest)")
+    ap.add_argument("--smoke", action="store_true", help="a seconds-long run, for the tests")
     args = ap.parse_args()
+    if args.smoke:
+        args.limit, args.minimum_size, args.answer_tokens = 1, 512, 4
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
         if args.model is None or args.bench is None:
@@ -161,32 +184,46 @@ def main() -> None:
             ),
         }
         totals = {name: [0, 0, 0.0, 0.0] for name in ways}  # calls, encodes run, wall, CPU s
+        forwards = {name: [] for name in ways}  # positions of each language-model forward
+        lengths = count_forwards(predictor)
         targets = bench_targets(bench, args.limit)
         name = f"{model.name} ({args.arch})" if args.model is None else model.name
         print(f"{len(targets)} searches on {args.device}, {name}, images from {bench}")
+        differ = 0
         for k, (path, target) in enumerate(targets):
             image = load_rgb(path)
             signatures = set()
             for name in np.roll(list(ways), k):  # rotate the order against drift in load
                 predictor.clear_cache()
+                lengths.clear()
                 encodes, t0, c0 = predictor.encodes, time.perf_counter(), time.process_time()
                 result = ways[name](image, target)
                 seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+                forwards[name] += lengths
                 signatures.add(repr(signature(result)))
                 totals[name][0] += result.model_calls
                 totals[name][1] += predictor.encodes - encodes
                 totals[name][2] += seconds
                 totals[name][3] += cpu
+            differ += len(signatures) > 1
             same = "same path" if len(signatures) == 1 else "PATHS DIFFER"
             print(f"  {path.parent.name}/{path.name} {target!r}: {len(result.steps)} steps, {same}")
         n = max(len(targets), 1)
         _, _, base, base_cpu = totals["baseline"]
-        print("               calls/search  encodes/search  s/search  ratio  CPU s/search  ratio")
+        print(
+            "               calls/search  encodes/search  LM fwd/search  positions/fwd"
+            "  s/search  ratio  CPU s/search  ratio"
+        )
         for name, (calls, encodes, seconds, cpu) in totals.items():
+            fw = forwards[name] or [0]
+            span = f"{min(fw)}–{max(fw)}"
             print(
-                f"  {name:>11}  {calls / n:12.1f}  {encodes / n:14.1f}  {seconds / n:8.2f}"
-                f"  {seconds / base:4.2f}x  {cpu / n:12.2f}  {cpu / base_cpu:4.2f}x"
+                f"  {name:>11}  {calls / n:12.1f}  {encodes / n:14.1f}  {len(fw) / n:13.1f}"
+                f"  {span:>13}  {seconds / n:8.2f}  {seconds / base:4.2f}x"
+                f"  {cpu / n:12.2f}  {cpu / base_cpu:4.2f}x"
             )
+        if differ:
+            raise SystemExit(f"{differ} of {len(targets)} searches took different paths")
 
 
 if __name__ == "__main__":

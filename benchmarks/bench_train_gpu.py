@@ -11,6 +11,8 @@ CPU). The first DeepSpeed use on a machine may JIT-build an op (a minute or two)
 
 GPU machine:  .venv/bin/python benchmarks/bench_train_gpu.py [--recipe 7b] [--steps 5]
 CPU check:    .venv/bin/python benchmarks/bench_train_gpu.py --recipe tiny --device cpu
+Smoke (tests): .venv/bin/python benchmarks/bench_train_gpu.py --smoke --device cpu
+(`--smoke`: the tiny recipe, 32 text tokens, one timed step, no warm-up.)
 """
 
 from __future__ import annotations
@@ -62,7 +64,10 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, help="timed optimizer steps (default: 5 CUDA, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps")
     parser.add_argument("--seq-len", type=int, help="text tokens per conversation (default 512)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run, for the tests")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.recipe, args.seq_len, args.steps, args.warmup = "tiny", 32, 1, 0
     cpu = args.device == "cpu"
     _single_process_env(cpu)
 

@@ -7,11 +7,14 @@ Both inputs resize with PIL's bicubic filter (as transformers 4.31 does): OWL-Vi
 (≤ 640 px, so OWL-ViT upscales them), its V*Bench images (1024–2048 px) and photo-like
 1280×1920 images (demo pictures enlarged, with grain). Prints, per group and input, the share of
 uint8 values that differ, by how many levels at most, and how many images are affected.
-Usage: .venv/bin/python benchmarks/pillow_versions.py
+`--smoke`: two images per group (seconds once the venv is built; the tests skip it until then,
+as building needs the package index).
+Usage: .venv/bin/python benchmarks/pillow_versions.py [--smoke]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -43,9 +46,14 @@ np.savez(sys.argv[2], **out)
 """
 
 
-def old_python() -> Path:
+def old_env() -> Path:
+    """Where the Pillow 9.4.0 venv lives; `.complete` in it marks it built."""
     root = Path(os.environ.get("VSM_KIT_CACHE", Path.home() / ".cache" / "vsm_kit"))
-    env = root / f"pillow-{OLD}"
+    return root / f"pillow-{OLD}"
+
+
+def old_python() -> Path:
+    env = old_env()
     if not (env / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
         pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q"]
@@ -54,15 +62,17 @@ def old_python() -> Path:
     return env / "bin" / "python"
 
 
-def images(tmp: Path) -> dict[str, np.ndarray]:
+def images(tmp: Path, per_group: int | None = None) -> dict[str, np.ndarray]:
+    """The three groups' images, at most `per_group` of each."""
     world = make_demo_world(tmp / "world", progress=False)
     out = {}
-    for k, p in enumerate(sorted((world.dataset).glob("[!v]*/**/*.jpg"))):
+    for k, p in enumerate(sorted((world.dataset).glob("[!v]*/**/*.jpg"))[:per_group]):
         out[f"dataset {k}"] = np.array(Image.open(p).convert("RGB"))
-    for k, p in enumerate(sorted((world.dataset / "vstar_bench").rglob("*.jpg"))):
+    for k, p in enumerate(sorted((world.dataset / "vstar_bench").rglob("*.jpg"))[:per_group]):
         out[f"vstar {k}"] = np.array(Image.open(p).convert("RGB"))
     rng = np.random.default_rng(0)
-    for k, p in enumerate(sorted((world.dataset / "coco2017" / "train2017").glob("*.jpg"))[:10]):
+    photos = sorted((world.dataset / "coco2017" / "train2017").glob("*.jpg"))[: per_group or 10]
+    for k, p in enumerate(photos):
         big = np.asarray(Image.open(p).convert("RGB").resize((1280, 1920), Image.BICUBIC))
         grain = rng.normal(0, 10, (*big.shape[:2], 1))
         out[f"photo {k}"] = np.clip(big + grain, 0, 255).astype(np.uint8)
@@ -70,9 +80,12 @@ def images(tmp: Path) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="two images per group, for the tests")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pillow_versions_") as tmp:
         tmp = Path(tmp)
-        np.savez(tmp / "src.npz", **images(tmp))
+        np.savez(tmp / "src.npz", **images(tmp, 2 if args.smoke else None))
         pad = ",".join(map(str, PAD_RGB))
         runs = {}
         for name, python in ((OLD, old_python()), (PIL.__version__, Path(sys.executable))):

@@ -168,26 +168,45 @@ class VSMPredictor:
 
     @torch.no_grad()
     def answer(self, question: str, max_new_tokens: int = 100, use_cache: bool = True) -> str:
-        """Greedy answer about the current image (`use_cache=False` recomputes the whole
-        sequence per token, as the original does — kept for comparisons only). The text is
-        cleaned as the original does: newlines removed (not made spaces), each pair of spaces
-        made one in a single pass (four stay two), ends stripped (§10.6)."""
+        """Greedy answer about the current image, stopping after EOS or `max_new_tokens`.
+        `use_cache=False` runs one full forward over the whole growing sequence per token, as the
+        original does (kept for comparisons only; transformers 5's `generate(use_cache=False)`
+        still keeps a key/value cache, so it is not used for this). The text is cleaned as the
+        original does: newlines removed (not made spaces), each pair of spaces made one in a
+        single pass (four stay two), ends stripped (§10.6)."""
         image = self._require_image()
         prompt = image_prompt(question)
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
-        embeds, _, _ = self.model.embed_with_image(ids, image["clip"])
-        generated = self.model.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], device=self.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            use_cache=use_cache,
-            eos_token_id=self.ids.eos,
-            pad_token_id=self.ids.pad,
-        )[0].tolist()
+        if use_cache:
+            embeds, _, _ = self.model.embed_with_image(ids, image["clip"])
+            generated = self.model.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], device=self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=self.ids.eos,
+                pad_token_id=self.ids.pad,
+            )[0].tolist()
+        else:
+            generated = self._greedy_uncached(ids, image["clip"], max_new_tokens)
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         return text.replace("\n", "").replace("  ", " ").strip()
+
+    def _greedy_uncached(self, ids: torch.Tensor, clip: torch.Tensor, max_new: int) -> list[int]:
+        """Greedy tokens after `ids` [1, L], each from a fresh forward (image features inserted
+        again, no key/value cache) over the prompt and every token so far; EOS is kept, as
+        `generate` keeps it."""
+        out: list[int] = []
+        for _ in range(max_new):
+            embeds, _, _ = self.model.embed_with_image(ids, clip)
+            logits = self.model(inputs_embeds=embeds, use_cache=False).logits[0, -1]
+            token = int(logits.argmax())
+            out.append(token)
+            if token == self.ids.eos:
+                break
+            ids = torch.cat([ids, ids.new_tensor([[token]])], 1)
+        return out
 
 
 def _key(image: np.ndarray) -> tuple:
