@@ -1,6 +1,6 @@
 """Two DeepSpeed CPU ranks train the tiny VSM on the demo world, launched from the run form;
 killed after a checkpoint, the relaunched run resumes at the saved step with the same learning
-rate and the same next batch."""
+rate and the same next batch, and deletes the folder of a save the kill interrupted."""
 
 import functools
 import json
@@ -52,12 +52,17 @@ def test_train_kill_and_resume_step_exactly(demo_world, tmp_path):
     saved = int(ckpts.last.removeprefix("global_step"))
     before = {r["step"]: r for r in reversed(_steps(run.history()))}  # first occurrences
     assert saved + 1 in before and saved >= 5
+    # as if killed while saving the next checkpoint: its folder, a shard cut short
+    partial = ckpts.dir / f"global_step{saved + 5}"
+    partial.mkdir(exist_ok=True)
+    (partial / "mp_rank_00_model_states.pt").write_bytes(b"PK\x03\x04")
 
     again = TrainingRun.start(cfg, num_gpus=2)
     assert again.wait(TIMEOUT) == "finished", again.log_tail(40)
     history = again.history()
     resumed = [r for r in history if r["kind"] == "resumed"]
-    assert resumed[-1]["step"] == saved
+    assert resumed[-1]["step"] == saved and resumed[-1]["tag"] == f"global_step{saved}"
+    assert resumed[-1]["pruned"] == [partial.name]
     after = _steps(history)[-(cfg.total_steps - saved) :]
     assert [r["step"] for r in after] == list(range(saved + 1, cfg.total_steps + 1))
     first = after[0]

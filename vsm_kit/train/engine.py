@@ -2,7 +2,15 @@
 
 `python -m vsm_kit.train.engine --run-dir DIR` trains the `DIR/config.yaml` run: the VSM built
 from the LLaVA base with LoRA (peft), DeepSpeed ZeRO with AdamW + WarmupDecayLR, the hybrid data
-stream, validation, best/last checkpoints and step-exact auto-resume from `DIR/checkpoints`.
+stream, validation, best/last checkpoints and exact auto-resume from `DIR/checkpoints`.
+
+Exact resume: every checkpoint holds, per rank, the python/numpy/torch (and CUDA) RNG states and
+the sampler position, restored just before the first resumed step, so a run stopped and
+relaunched computes the same dropout masks, batches and losses as an uninterrupted one. A
+checkpoint resumes only with the world size, micro-batch and gradient accumulation it was
+written with (they fix which samples each rank has seen and the schedule's step count); any
+other launch is refused, naming both values: relaunch with the recorded ones, or start a fresh
+run in another output_dir.
 """
 
 from __future__ import annotations
@@ -10,10 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import random
 import time
 from pathlib import Path
 
 import deepspeed
+import numpy as np
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
@@ -22,7 +32,7 @@ from torch.utils.data import DataLoader
 from ..model.architecture import SIZES
 from ..model.image_inputs import ImageInputs
 from ..model.weights import init_vsm_from_base
-from .checkpoints import Checkpoints
+from .checkpoints import CheckpointError, Checkpoints
 from .collate import Collator
 from .config import RunConfig
 from .hybrid import HybridDataset, StepSampler
@@ -131,6 +141,15 @@ def train(run_dir: Path) -> None:
     if accel.device_name() != "cpu":
         accel.set_device(local_rank)
     device = torch.device(accel.device_name(local_rank))
+    ckpt = Checkpoints(run_dir / "checkpoints", rank)
+    ga = cfg.optim.grad_accum
+    shape = {"world_size": world, "micro_batch": cfg.optim.micro_batch, "grad_accum": ga}
+    tag = ckpt.last
+    if tag:  # refused before the minutes of building the model
+        _check_shape(tag, ckpt.rank_state(tag, rank=0)["shape"], shape)
+    # identical initial weights on every rank and launch; a resume then restores the RNG states
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
     log = RunLog(run_dir, rank, cfg.total_steps)
@@ -143,12 +162,13 @@ def train(run_dir: Path) -> None:
     )
     vsm = engine.module.get_base_model()
 
-    ckpt = Checkpoints(run_dir / "checkpoints", rank)
-    start, best = 0, None
-    if ckpt.last:
-        _, client = engine.load_checkpoint(str(ckpt.dir), tag=ckpt.last)
+    start, best, resume = 0, None, None
+    if tag:
+        pruned = ckpt.prune() if rank == 0 else []
+        _, client = engine.load_checkpoint(str(ckpt.dir), tag=tag)
+        resume = ckpt.rank_state(tag)
         start, best = client["step"], client.get("best")
-        log.event("resumed", step=start, tag=ckpt.last, lr=engine.get_lr()[0])
+        log.event("resumed", step=start, tag=tag, lr=engine.get_lr()[0], pruned=pruned)
 
     arch = vsm.arch
     inputs = ImageInputs(arch.owlvit.image_size, arch.clip.image_size)
@@ -158,8 +178,8 @@ def train(run_dir: Path) -> None:
     to_device = _ToDevice(device, DTYPES[cfg.precision], dataset.inputs)
     image_tokens = (arch.clip.image_size // arch.clip.patch_size) ** 2
     collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens)
-    ga = cfg.optim.grad_accum
-    sampler = StepSampler(cfg.optim.micro_batch, rank, world, start=start * ga)
+    micro_step = resume["sampler"]["micro_step"] if resume else 0
+    sampler = StepSampler(cfg.optim.micro_batch, rank, world, start=micro_step)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -174,7 +194,9 @@ def train(run_dir: Path) -> None:
     )
     val_collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, False)
 
-    batches = iter(loader)
+    batches = iter(loader)  # draws from torch's RNG: restore after it, as the first launch
+    if resume:
+        _set_rng_state(resume["rng"])
     engine.train()
     for step in range(start, cfg.total_steps):
         t0 = time.perf_counter()
@@ -213,17 +235,50 @@ def train(run_dir: Path) -> None:
             if improved:
                 best = metrics["det_acc"]
             tag = f"global_step{done}"
+            rng = _rng_state()
             engine.save_checkpoint(
                 str(ckpt.dir),
                 tag=tag,
                 client_state={"step": done, "best": best},
                 save_latest=False,  # Checkpoints.commit moves the pointer once all is written
             )
+            # the loader may have prefetched further: the position is what the steps consumed
+            position = {"micro_step": done * ga}
+            ckpt.save_rank_state(tag, {"rng": rng, "sampler": position, "shape": shape})
             # without validation (--no_eval) the last checkpoint is the best one
             ckpt.commit(tag, best=improved or not validation, metrics=metrics)
             log.event("checkpoint", step=done, tag=tag, best=bool(improved))
     log.finish()
     dist.barrier()
+
+
+def _check_shape(tag: str, saved: dict, now: dict) -> None:
+    """Refuse a resume whose ranks, micro-batch or accumulation differ from the checkpoint's."""
+    diff = [f"{k} {saved[k]} (now {now[k]})" for k in now if saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {tag} was written with {', '.join(diff)}; an exact resume needs the "
+            "same values (they fix the samples each rank has seen): relaunch with them "
+            "(--num-gpus / optim.micro_batch / optim.grad_accum), or start a fresh run in "
+            "another output_dir"
+        )
+
+
+def _rng_state() -> dict:
+    """This rank's RNG states: python `random`, numpy's global, torch CPU and CUDA."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state()}
+    state["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _digest(input_ids: torch.Tensor) -> str:
