@@ -22,6 +22,8 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     (tmp / "unknown_field.yaml").write_text(f"output_dir: {tmp / 'r'}\nbogus: 1\n")
     (tmp / "bad_value.yaml").write_text(f"output_dir: {tmp / 'r'}\noptim:\n  lr: -1\n")
     nope = str(tmp / "nope")
+    corrupt = tmp / "cut.safetensors"  # a converted file cut short
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     return {
         "no command": ([], ["required: command", "vsm-kit --help"]),
         "unknown command": (["chek"], ["invalid choice: 'chek'", "vsm-kit --help"]),
@@ -93,6 +95,10 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             ["merge", "--weights", f"{nope}.safetensors", "--config", CONFIG, "--out", nope],
             [f"{nope}.safetensors", "vsm-kit convert"],
         ),
+        "merge corrupt weights": (
+            ["merge", "--weights", str(corrupt), "--config", CONFIG, "--out", nope],
+            [str(corrupt), "not a readable safetensors file", "vsm-kit convert"],
+        ),
         "convert-merge not a run": (
             ["convert-merge", data, "--out", nope],
             [f"{data}/config.yaml", "does not exist"],
@@ -123,6 +129,7 @@ NAMES = [
     "convert not a run",
     "convert tag and last",
     "merge missing weights",
+    "merge corrupt weights",
     "convert-merge not a run",
 ]
 

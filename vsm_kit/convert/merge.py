@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from ..errors import VsmKitError
 from ..model.conversation import render, tokenize_with_image
@@ -107,13 +107,19 @@ def merge(
         raise MergeError(f"{weights} does not exist: run `vsm-kit convert RUN_DIR` first")
     check_ram(weights, dtype)
     start = time.perf_counter()
+    try:  # read first: a damaged file fails before the base is built
+        with safe_open(str(weights), "pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except (SafetensorError, OSError) as err:
+        raise MergeError(
+            f"{weights} is not a readable safetensors file ({err}): write it again with "
+            "`vsm-kit convert RUN_DIR`"
+        ) from None
     clip = config.weight_path("clip")
     model, tokenizer, ids = init_vsm_from_base(
         config.weight_path("base"), clip, config.weight_path("owlvit"), arch_of(config)
     )
     peft = wrap_lora(model, config.lora)
-    with safe_open(str(weights), "pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     try:
         check_and_load(peft, state)
     except VsmKitError as err:
