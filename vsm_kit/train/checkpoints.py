@@ -72,7 +72,7 @@ class Checkpoints:
                 f"{path} is missing: {tag} holds no resume state for rank {rank} (written by "
                 "an older vsm_kit or with fewer ranks); start a fresh run in another output_dir"
             )
-        return torch.load(path, map_location="cpu", weights_only=False)  # our own file
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     def commit(self, tag: str, best: bool, metrics: dict | None = None) -> None:
         """Point `latest` (and `best.json` when `best`) at `tag`, which every rank has just

@@ -265,8 +265,11 @@ def _check_shape(tag: str, saved: dict, now: dict) -> None:
 
 
 def _rng_state() -> dict:
-    """This rank's RNG states: python `random`, numpy's global, torch CPU and CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state()}
+    """This rank's RNG states: python `random`, numpy's global, torch CPU and CUDA, in types
+    `torch.load(weights_only=True)` reads (numpy's key array as a tensor)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy = (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss)
+    state = {"python": random.getstate(), "numpy": numpy}
     state["torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -275,7 +278,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
