@@ -9,6 +9,7 @@ import time
 import ipywidgets as W
 
 from vsm_kit.train.launch import TrainingRun
+from vsm_kit.train.runlog import skipped_images
 from vsm_kit.viz import latest_by_step, plot_training, render_png
 
 from ._guard import Panel, error_html
@@ -42,6 +43,9 @@ class RunMonitor(Panel):
         line = f"<b>{html.escape(status)}</b> · step {self.progress.value}/{total}"
         if steps:
             line += f" · loss {steps[-1]['loss']:.4f} · lr {steps[-1]['lr']:.2g}"
+        if skipped := skipped_images(history):
+            names = ", ".join(html.escape(p) for p in skipped[-3:])
+            line += f" · <span title='{names}'>{len(skipped)} unreadable image(s) skipped</span>"
         self.status.value = line + (error_html(self.run.error) if self.run.error else "")
         if len(history) != self._seen and steps:
             self._seen = len(history)

@@ -113,4 +113,5 @@ class Collator:
             "masks_list": masks,
             "masks_valid_list": masks_valid,
             "texts": [sample.texts[j] for sample, j, _, _ in rows],
+            "skipped_images": [path for sample in samples for path in sample.skipped_images],
         }

@@ -200,20 +200,26 @@ def train(run_dir: Path) -> None:
     engine.train()
     for step in range(start, cfg.total_steps):
         t0 = time.perf_counter()
-        data_secs, sums, digest = 0.0, torch.zeros(len(LOSS_KEYS), dtype=torch.float64), None
+        data_secs, digest, skipped = 0.0, None, []
+        # the losses' sums, then the count of unreadable images skipped: one all-reduce
+        sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
         for _ in range(ga):
             t = time.perf_counter()
             batch = to_device(next(batches))
             data_secs += time.perf_counter() - t
             digest = digest or _digest(batch["input_ids"])
+            skipped += batch["skipped_images"]
             out = engine(batch=batch, giou=cfg.loss.giou)
             engine.backward(out["loss"])
             engine.step()
-            sums += torch.tensor([out[k].item() for k in LOSS_KEYS], dtype=torch.float64)
+            sums[:-1] += torch.tensor([out[k].item() for k in LOSS_KEYS], dtype=torch.float64)
+        sums[-1] = len(skipped)
         done = step + 1
         if world > 1:
             dist.all_reduce(sums)
-        losses = dict(zip(LOSS_KEYS, (sums / (ga * world)).tolist(), strict=True))
+        losses = dict(zip(LOSS_KEYS, (sums[:-1] / (ga * world)).tolist(), strict=True))
+        if sums[-1] > 0:  # every rank knows, so every rank joins the gather
+            log.event("skipped_images", step=done, paths=_gather(skipped, world))
         if done % cfg.cadence.log_every == 0 or done == cfg.total_steps:
             log.step(
                 done,
@@ -222,6 +228,7 @@ def train(run_dir: Path) -> None:
                 secs=time.perf_counter() - t0,
                 data_secs=data_secs,
                 batch=digest,
+                skipped_images=int(sums[-1]),
             )
         last = done == cfg.total_steps
         metrics = None
@@ -283,6 +290,15 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def _gather(items: list, world: int) -> list:
+    """Every rank's `items`, concatenated in rank order."""
+    if world == 1:
+        return items
+    parts = [None] * world
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
 
 
 def _digest(input_ids: torch.Tensor) -> str:

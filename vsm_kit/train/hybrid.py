@@ -3,6 +3,11 @@
 Sample `i` is a pure function of `(seed, i)`, so every dataloader worker and every rank draws
 the same sample for the same index, and resuming at a step resumes the exact data stream:
 `StepSampler` gives micro-step m of rank r the indices [(m·W + r)·b, (m·W + r + 1)·b).
+
+An image (or mask file) that cannot be read mid-epoch does not stop the run: the sample is
+re-drawn (again a pure function of `(seed, i, attempt)`), so every rank still gets full
+micro-batches and stays in step, and the skipped paths travel with the sample into the batch
+(`skipped_images`) for the engine to count. The original crashes there instead.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from ..data.images import decode_rgb
 from ..data.layout import check_layout
 from ..data.sources import Source, open_source
-from ..errors import VsmKitError
+from ..errors import CorruptImageError, MissingDataError, VsmKitError
 from ..model.image_inputs import ImageInputs
 from .config import GroupMix
 from .samples import Sample, build_sample
@@ -63,9 +68,10 @@ class HybridDataset(Dataset):
             weights = [len(self.sources[n]) if m.by_size else m.sources[n] for n in names]
             self.source_names[g], self.source_p[g] = names, _normalise(weights)
 
-    def draw(self, i: int) -> Sample:
-        """Sample i without its image inputs (cheap: no decoding)."""
-        rng = np.random.default_rng((self.seed, i))
+    def draw(self, i: int, attempt: int = 0) -> Sample:
+        """Sample i without its image inputs (cheap: no decoding); `attempt` > 0 draws the
+        replacement of a sample whose image could not be read."""
+        rng = np.random.default_rng((self.seed, i, attempt) if attempt else (self.seed, i))
         # as the original, a record without a usable target re-draws inside its group (source
         # and image), so the group rates hold
         g = self.groups[rng.choice(len(self.groups), p=self.group_p)]
@@ -82,9 +88,22 @@ class HybridDataset(Dataset):
         )
 
     def __getitem__(self, i: int) -> Sample:
-        sample = self.draw(i)
-        sample.images, sample.images_clip = self.inputs.resize(decode_rgb(sample.image_path))
-        return sample
+        skipped = []
+        for attempt in range(MAX_DRAWS):
+            try:
+                sample = self.draw(i, attempt)
+                sample.images, sample.images_clip = self.inputs.resize(
+                    decode_rgb(sample.image_path)
+                )
+            except (CorruptImageError, MissingDataError) as err:
+                skipped.append(str(err.path))
+                continue
+            sample.skipped_images = skipped
+            return sample
+        raise DataTreeError(
+            f"sample {i}: {MAX_DRAWS} draws in a row hit unreadable files (the last: "
+            f"{skipped[-1]}); check the data tree with `vsm-kit check --verify-images`"
+        )
 
 
 class StepSampler(Sampler[list[int]]):

@@ -67,8 +67,16 @@ def dry_run(config: RunConfig, num_gpus: int | None = None, hostfile: str | None
 
 
 def _check_resumable(old: RunConfig, new: RunConfig) -> None:
-    """A run resumes only with the settings that shape its data stream and optimizer state."""
-    fixed = ("seed", "optim.micro_batch", "optim.grad_accum", "lora.r", "weights.arch")
+    """A run resumes only with the settings that shape its data stream, its optimizer state
+    and its checkpoint's files (ZeRO-3 partitions the weights, ZeRO-2 does not)."""
+    fixed = (
+        "seed",
+        "optim.micro_batch",
+        "optim.grad_accum",
+        "lora.r",
+        "weights.arch",
+        "zero.stage",
+    )
     for name in fixed:
         a, b = _get(old, name), _get(new, name)
         if a != b:

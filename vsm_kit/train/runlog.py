@@ -1,6 +1,8 @@
 """What a run reports while it trains (rank 0 writes, anyone reads).
 
-- `metrics.jsonl`: one JSON object per line, `{"kind": "step" | "val" | <event>, ...}`;
+- `metrics.jsonl`: one JSON object per line, `{"kind": "step" | "val" | <event>, ...}`; a step
+  whose ranks skipped unreadable images counts them (`skipped_images`), and an event of that
+  kind names them;
 - `status.json`: `{"state", "step", "total", "pid", "error"}`, replaced atomically;
 - `tensorboard/`: scalars under the original code's names (`train/loss`, `val/det_acc`, …).
 """
@@ -59,18 +61,29 @@ class RunLog:
         if self.rank == 0:
             print(f"[{kind}] " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
 
-    def step(self, step: int, losses: dict, lr: float, secs: float, data_secs: float, batch: str):
-        self._write(
-            {
-                "kind": "step",
-                "step": step,
-                "lr": lr,
-                "secs": secs,
-                "data_secs": data_secs,
-                "batch": batch,
-                **losses,
-            }
-        )
+    def step(
+        self,
+        step: int,
+        losses: dict,
+        lr: float,
+        secs: float,
+        data_secs: float,
+        batch: str,
+        skipped_images: int = 0,
+    ):
+        """One optimizer step's record; `skipped_images`: unreadable images re-drawn over in
+        it, all ranks together (their paths are in the step's `skipped_images` event)."""
+        record = {
+            "kind": "step",
+            "step": step,
+            "lr": lr,
+            "secs": secs,
+            "data_secs": data_secs,
+            "batch": batch,
+            "skipped_images": skipped_images,
+            **losses,
+        }
+        self._write(record)
         if self.rank != 0:
             return
         for k, v in losses.items():
@@ -78,6 +91,7 @@ class RunLog:
         self.tb.add_scalar("train/lr", lr, step)
         self.tb.add_scalar("metrics/total_secs_per_batch", secs, step)
         self.tb.add_scalar("metrics/data_secs_per_batch", data_secs, step)
+        self.tb.add_scalar("metrics/skipped_images", skipped_images, step)
         self._status("running", step)
         print(
             f"step {step}/{self.total}  loss {losses['loss']:.4f}  lr {lr:.3g}  {secs:.2f}s",
@@ -105,3 +119,10 @@ class RunLog:
         status = {"state": "failed", "error": reason, "pid": os.getpid()}
         with atomic_write(Path(run_dir) / STATUS) as f:
             f.write(json.dumps(status).encode())
+
+
+def skipped_images(history: list[dict]) -> list[str]:
+    """The unreadable images a run skipped, in step order (a step logged again after a resume
+    counts once)."""
+    by_step = {r["step"]: r["paths"] for r in history if r.get("kind") == "skipped_images"}
+    return [path for step in sorted(by_step) for path in by_step[step]]

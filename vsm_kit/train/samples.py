@@ -7,7 +7,7 @@ image). Randomness comes only from the `rng` passed in, so a sample is a pure fu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class Sample:
     masks: torch.Tensor | None
     images: torch.Tensor | None = None  # uint8 [3, 768, 768] OWL-ViT input, not normalised
     images_clip: torch.Tensor | None = None  # uint8 [3, 224, 224] CLIP input, not normalised
+    skipped_images: list[str] = field(default_factory=list)  # unreadable files re-drawn over
 
     @property
     def masks_valid(self) -> list[int]:

@@ -1,0 +1,56 @@
+"""Runs the training tests share: short fp32 runs of 2 CPU ranks on the demo world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import vsm_kit
+from vsm_kit.convert import convert, merge
+from vsm_kit.train.config import RunConfig
+from vsm_kit.train.launch import TrainingRun
+
+CONFIGS = Path(vsm_kit.__file__).parent / "configs"
+TIMEOUT = 600  # the first DeepSpeed run on a machine JIT-builds an op (about a minute)
+
+
+def run_config(demo_world, out: Path, max_steps: int, **fields) -> RunConfig:
+    """The demo config in fp32 without validation, checkpointing every 4 steps."""
+    return RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+        **{
+            "data.data_dir": str(demo_world.dataset),
+            "weights.dir": str(demo_world.weights),
+            "output_dir": str(out),
+            "precision": "fp32",
+            "max_steps": max_steps,
+            "cadence.checkpoint_every": 4,
+            "cadence.validate": False,
+            **fields,
+        }
+    )
+
+
+def launch(config: RunConfig, num_gpus: int = 2, expect: str = "finished") -> TrainingRun:
+    run = TrainingRun.start(config, num_gpus=num_gpus)
+    assert run.wait(TIMEOUT) == expect, run.log_tail(40)
+    return run
+
+
+def step_records(run: TrainingRun, after: int = 0) -> dict[int, dict]:
+    """The last record of each step > `after` (a resumed run logs its steps again)."""
+    return {r["step"]: r for r in run.history() if r["kind"] == "step" and r["step"] > after}
+
+
+@pytest.fixture(scope="session")
+def zero2_reference(demo_world, tmp_path_factory):
+    """4 steps of ZeRO-2 with LoRA dropout 0: the run (resume and ZeRO tests copy or compare
+    with it, never change it), its step-4 weights converted to fp32 and merged."""
+    folder = tmp_path_factory.mktemp("zero2") / "run"
+    run = launch(run_config(demo_world, folder, 4, **{"lora.dropout": 0.0}))
+    report = convert(folder, out=folder.parent / "step4.safetensors")
+    assert report.tag == "global_step4"
+    merged = folder.parent / "merged"
+    merge(run.config, report.out, merged, verify=False)
+    return SimpleNamespace(run=run, weights=report.out, merged=merged)
