@@ -406,7 +406,6 @@ def _convert_merge(args) -> int:
 
 def _train(args) -> int:
     from .train.config import RunConfig
-    from .train.hardware import probe
     from .train.launch import TrainingRun, dry_run
 
     overrides = {
@@ -418,11 +417,10 @@ def _train(args) -> int:
     config = RunConfig.load(args.config).replace(
         **{k: v for k, v in overrides.items() if v is not None}
     )
-    num_gpus = args.num_gpus or max(1, len(probe().gpus))
     if args.dry_run:
-        print(dry_run(config, num_gpus=num_gpus, hostfile=args.hostfile))
+        print(dry_run(config, num_gpus=args.num_gpus, hostfile=args.hostfile))
         return 0
-    run = TrainingRun.start(config, num_gpus=num_gpus, hostfile=args.hostfile)
+    run = TrainingRun.start(config, num_gpus=args.num_gpus, hostfile=args.hostfile)
     print(f"run folder: {run.output_dir} (log: {run.output_dir / 'train.log'})")
     try:
         status = run.follow()

@@ -9,6 +9,7 @@ import yaml
 
 import vsm_kit
 from vsm_kit.cli import main
+from vsm_kit.train import launch as launch_module
 
 CONFIG = str(Path(vsm_kit.__file__).parent / "configs" / "demo_tiny_cpu.yaml")
 
@@ -27,7 +28,7 @@ def test_check_and_preprocess(world_copy, capsys):
     assert "coco" in capsys.readouterr().out
 
 
-def test_train_dry_run_prints_the_launcher_command(demo_world, tmp_path, capsys):
+def test_train_dry_run_prints_the_launcher_command(demo_world, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run dir"  # a space: the printed command is quoted for a shell
     argv = ["train", "--config", CONFIG, "--data-dir", str(demo_world.dataset)]
     argv += ["--weights-dir", str(demo_world.weights), "--output-dir", str(run)]
@@ -58,6 +59,14 @@ def test_train_dry_run_prints_the_launcher_command(demo_world, tmp_path, capsys)
     assert main([*argv, "--hostfile", str(hostfile), "--dry-run"]) == 0
     cmd = shlex.split(capsys.readouterr().out.strip())
     assert cmd[4:6] == ["--hostfile", str(hostfile)] and "--num_gpus" not in cmd
+
+    # without --num-gpus: every GPU of the machine, one CPU rank without GPUs (the launcher's
+    # default, the same for TrainingRun.start)
+    for gpus, ranks in ((4, "4"), (0, "1")):
+        monkeypatch.setattr(launch_module, "_gpu_count", lambda gpus=gpus: gpus)
+        assert main([*argv, "--dry-run"]) == 0
+        cmd = shlex.split(capsys.readouterr().out.strip())
+        assert cmd[cmd.index("--num_gpus") + 1] == ranks
 
 
 def test_detect_json(demo_world, capsys):

@@ -53,6 +53,10 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             ["detect", "--model", model, "--image", f"{nope}.jpg", "--target", "c"],
             ["Missing image", f"{nope}.jpg", "Fix:"],
         ),
+        "detect missing owlvit": (  # the demo VSM has no vsm_arch: --owlvit gives the sizes
+            ["detect", "--model", model, "--owlvit", nope, "--image", img, "--target", "c"],
+            ["OWL-ViT config", f"{nope}/config.json", "Fix:", "leave --owlvit out"],
+        ),
         "detect bad top": (
             ["detect", "--model", model, "--image", img, "--target", "c", "--top", "0"],
             ["--top", "'0'"],
@@ -117,6 +121,7 @@ NAMES = [
     "apply-delta missing base",
     "detect missing model",
     "detect missing image",
+    "detect missing owlvit",
     "detect bad top",
     "search missing model",
     "search-eval without log",

@@ -161,6 +161,14 @@ def _clip_arch(clip: Path) -> ClipArch:
 
 
 def _owlvit_arch(owlvit: Path) -> OwlViTArch:
+    """The sizes in an OWL-ViT folder's config.json (a folder only: nothing is looked up)."""
+    if not (Path(owlvit) / "config.json").is_file():
+        raise MissingDataError(
+            Path(owlvit) / "config.json",
+            "OWL-ViT config given as --owlvit (owlvit=)",
+            "give the OWL-ViT folder the model was trained with (it holds config.json), or "
+            "leave --owlvit out to read the sizes from the checkpoint",
+        )
     o = OwlViTConfig.from_pretrained(str(owlvit))
     v, t = o.vision_config, o.text_config
     return OwlViTArch(

@@ -33,13 +33,15 @@ LOG = "train.log"
 def deepspeed_command(
     run_dir: Path, num_gpus: int | None = None, hostfile: str | None = None
 ) -> list[str]:
-    """The launcher command line: one node with `num_gpus` ranks (CPU ranks on a machine
-    without GPUs), or the nodes of a DeepSpeed `hostfile`."""
+    """The launcher command line: one node with `num_gpus` ranks (default: every GPU of this
+    machine; CPU ranks, 1 by default, on a machine without GPUs), or the nodes of a DeepSpeed
+    `hostfile`."""
     cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
     if hostfile:
         cmd += ["--hostfile", str(hostfile)]
     else:
-        cmd += ["--num_gpus", str(num_gpus or 1), "--master_addr", "127.0.0.1"]
+        ranks = num_gpus or _gpu_count() or 1
+        cmd += ["--num_gpus", str(ranks), "--master_addr", "127.0.0.1"]
     cmd += ["--master_port", str(_free_port()), "--module", "vsm_kit.train.engine"]
     return cmd + ["--run-dir", str(run_dir)]
 
@@ -256,6 +258,13 @@ def _alive(pid) -> bool:
     except OSError:
         return False
     return True
+
+
+def _gpu_count() -> int:
+    """GPUs of this machine, counted without creating a CUDA context in this process."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _free_port() -> int:
