@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import VsmKitError
+from ..fsutil import recover_dir
 from ..model.conversation import render, tokenize_with_image
 from ..model.image_inputs import ImageInputs
 from ..model.weights import check_and_load, init_vsm_from_base, load_vsm, save_vsm
@@ -105,6 +106,7 @@ def merge(
     weights, out = Path(weights), Path(out)
     if not weights.exists():
         raise MergeError(f"{weights} does not exist: run `vsm-kit convert RUN_DIR` first")
+    recover_dir(out)  # a merge killed mid-swap moved the old folder aside: put it back
     check_ram(weights, dtype)
     start = time.perf_counter()
     try:  # read first: a damaged file fails before the base is built

@@ -121,7 +121,7 @@ def convert(run_dir: str | Path, tag: str = BEST, out: str | Path | None = None)
     known = set(model.state_dict())
     # DeepSpeed hands out views of one flat buffer; safetensors wants separate storage
     state = {k: (v.clone() if v._base is not None else v).contiguous() for k, v in state.items()}
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=sum(v.numel() * v.element_size() for v in state.values())) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "tag": tag})
     return ConvertReport(
         out=out,

@@ -10,19 +10,21 @@ does not give are read from the tensors' shapes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 from pathlib import Path
+from pickle import UnpicklingError
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, OwlViTConfig
 
-from ..errors import MissingDataError, VsmKitError
-from ..fsutil import atomic_dir
+from ..errors import MalformedJsonError, MissingDataError, VsmKitError
+from ..fsutil import atomic_dir, file_mode
 from .architecture import (
     ClipArch,
     LlamaArch,
@@ -53,6 +55,13 @@ HEAD_PREFIXES = (
     "model.text_hidden_fcs_",
 )
 SHARD_BYTES = 2 << 30
+SHARD_FIX = (
+    "re-run the merge that wrote the folder (`vsm-kit merge`), or download or copy the model again"
+)
+
+
+# what reading a truncated or damaged safetensors / .bin file raises
+_UNREADABLE = (SafetensorError, OSError, RuntimeError, EOFError, UnpicklingError)
 
 
 class WeightsError(VsmKitError):
@@ -62,7 +71,8 @@ class WeightsError(VsmKitError):
 class TensorStore:
     """Lazy access to the tensors of a Hugging Face style folder: safetensors or `.bin`, sharded
     or not. Tensors are read one at a time (safetensors) or memory-mapped (`.bin`, loaded with
-    `weights_only=True`), so whole models need not sit in memory."""
+    `weights_only=True`), so whole models need not sit in memory. A missing, truncated or
+    damaged file is a `WeightsError` naming it."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -71,7 +81,16 @@ class TensorStore:
         for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
             index = self.folder / index_name
             if index.exists():
-                self._where = json.loads(index.read_text())["weight_map"]
+                self._where = _weight_map(index)
+                missing = sorted(
+                    {n for n in self._where.values() if not (self.folder / n).is_file()}
+                )
+                if missing:
+                    raise WeightsError(
+                        f"weights shard {self.folder / missing[0]} is missing"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                        + f", though {index.name} names it: {SHARD_FIX}"
+                    )
                 return
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (self.folder / name).exists():
@@ -85,10 +104,20 @@ class TensorStore:
 
     def _handle(self, name: str):
         if name not in self._open:
-            path = str(self.folder / name)
-            self._open[name] = (
-                safe_open(path, "pt") if name.endswith(".safetensors") else _load_bin(path)
-            )
+            path = self.folder / name
+            try:
+                self._open[name] = (
+                    safe_open(str(path), "pt")
+                    if name.endswith(".safetensors")
+                    else _load_bin(str(path))
+                )
+            except FileNotFoundError:
+                raise WeightsError(f"weights file {path} is missing: {SHARD_FIX}") from None
+            except _UNREADABLE as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise WeightsError(
+                    f"weights file {path} is truncated or damaged ({reason}): {SHARD_FIX}"
+                ) from None
         return self._open[name]
 
     def keys(self) -> list[str]:
@@ -98,20 +127,49 @@ class TensorStore:
         return key in self._where
 
     def get(self, key: str) -> torch.Tensor:
-        handle = self._handle(self._where[key])
-        return handle.get_tensor(key) if hasattr(handle, "get_tensor") else handle[key]
+        with self._reading(key) as handle:
+            return handle.get_tensor(key) if hasattr(handle, "get_tensor") else handle[key]
 
     def shape(self, key: str) -> tuple[int, ...]:
         """A tensor's shape without reading its values."""
-        handle = self._handle(self._where[key])
-        if hasattr(handle, "get_slice"):
-            return tuple(handle.get_slice(key).get_shape())
-        return tuple(handle[key].shape)
+        with self._reading(key) as handle:
+            if hasattr(handle, "get_slice"):
+                return tuple(handle.get_slice(key).get_shape())
+            return tuple(handle[key].shape)
+
+    @contextlib.contextmanager
+    def _reading(self, key: str):
+        """The open file holding `key`; a file that lacks it (the index names another shard's
+        tensor) is a `WeightsError` naming both."""
+        name = self._where[key]
+        try:
+            yield self._handle(name)
+        except (SafetensorError, KeyError):
+            raise WeightsError(
+                f"weights file {self.folder / name} has no tensor {key}, though the folder's "
+                f"index names it there: {SHARD_FIX}"
+            ) from None
 
     def count(self, prefix: str) -> int:
         """How many numbered blocks `prefix{i}.` the keys hold (e.g. transformer layers)."""
         pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
         return len({m[1] for k in self._where if (m := pattern.match(k))})
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The key → shard file table of a `*.index.json`."""
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise WeightsError(f"{index} has no weight_map (key → shard file table): {SHARD_FIX}")
+    return weight_map
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        offset = len(err.doc[: err.pos].encode("utf-8"))
+        raise MalformedJsonError(path, offset, err.lineno, err.colno, err.msg) from None
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -130,7 +188,7 @@ def read_config(folder: Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.exists():
         raise MissingDataError(path, "model config", "point at a model folder with config.json")
-    return json.loads(path.read_text())
+    return _read_json(path)
 
 
 def _sam_arch(store: TensorStore) -> SamArch:
@@ -400,13 +458,14 @@ def save_vsm(
             )
         except ValueError:  # on another drive (Windows): no relative path exists
             pass
-    with atomic_dir(out) as tmp:
-        state = {}
-        for k, v in model.state_dict().items():
-            if any(re.search(p, k) for p in IGNORED_KEYS):
-                continue
-            to = head_dtype if k.startswith(HEAD_PREFIXES) else dtype
-            state[k] = (v.to(to) if to and v.is_floating_point() else v).contiguous()
+    state = {}
+    for k, v in model.state_dict().items():
+        if any(re.search(p, k) for p in IGNORED_KEYS):
+            continue
+        to = head_dtype if k.startswith(HEAD_PREFIXES) else dtype
+        state[k] = (v.to(to) if to and v.is_floating_point() else v).contiguous()
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    with atomic_dir(out, size=size) as tmp:
         _save_sharded(state, tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         GenerationConfig(
@@ -430,16 +489,22 @@ def _save_sharded(state: dict[str, torch.Tensor], folder: Path) -> None:
         size += n
     shards.append(current)
     if len(shards) == 1:
-        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        _save_file(shards[0], folder / "model.safetensors")
         return
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        _save_file(shard, folder / name)
         weight_map.update(dict.fromkeys(shard, name))
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
     )
+
+
+def _save_file(state: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file with the usual permissions (it writes its files 0600)."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    os.chmod(path, file_mode())
 
 
 def init_vsm_from_base(
