@@ -109,11 +109,11 @@ def _explained(path: Path, size: int | None):
                 code,
             ) from None
         parent = Path(os.path.abspath(path.parent))
-        inside = parent in (where, *where.parents) or where in parent.parents
-        if code in _NOT_WRITABLE and inside:
+        if code in _NOT_WRITABLE and (parent in (where, *where.parents) or where in parent.parents):
+            folder = where if where in parent.parents else path.parent
             why = "is on a read-only file system" if code == errno.EROFS else "is not writable"
             raise OutputError(
-                f"cannot write {path}: {where} {why}: make the folder writable (chmod u+w) or "
+                f"cannot write {path}: {folder} {why}: make the folder writable (chmod u+w) or "
                 "choose an output folder you can write to",
                 code,
             ) from None
