@@ -62,11 +62,6 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def dir_mode() -> int:
-    """The permissions a new folder gets from `mkdir`: 0o777 less the umask."""
-    return 0o777 & ~umask()
-
-
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
