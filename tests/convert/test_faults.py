@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vsm_kit.cli import main
 from vsm_kit.convert import MergeError, merge
 from vsm_kit.fsutil import OutputError, StaleTemporaryWarning
 from vsm_kit.model import weights as weights_module
 from vsm_kit.model.architecture import vsm_tiny
-from vsm_kit.model.weights import WeightsError, load_vsm, save_vsm
+from vsm_kit.model.weights import WeightsError, load_vsm, read_state_dict, save_vsm
 
 merge_module = importlib.import_module("vsm_kit.convert.merge")  # `merge` is the function
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
@@ -79,6 +80,17 @@ def test_the_cli_says_which_shard_is_damaged_in_one_line(demo_world, model_copy,
     err = capsys.readouterr().err
     assert err.startswith("error: weights ") and str(shard) in err and WHY[how] in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_pickle_checkpoint_cut_short_is_one_line_naming_it(demo_world, model_copy):
+    state = read_state_dict(model_copy)
+    for p in model_copy.glob("model*.safetensors*"):
+        p.unlink()
+    weights = model_copy / "pytorch_model.bin"
+    torch.save(state, weights)
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(WeightsError, match=rf"^weights file {weights} is truncated or damaged \("):
+        load_vsm(model_copy, clip=demo_world.weights / "clip-tiny", arch=vsm_tiny())
 
 
 def test_a_malformed_index_names_its_byte_offset(demo_world, model_copy):
