@@ -135,7 +135,9 @@ def verify_image(path: str | Path) -> str | None:
         with _open(path) as im:
             im.load()
     except (CorruptImageError, MissingDataError) as err:
-        return str(err).split(": ", 1)[-1]
+        if type(err) in (CorruptImageError, MissingDataError):
+            return str(err).split(": ", 1)[-1]
+        return str(err)  # a message that leads with the file already
     return None
 
 

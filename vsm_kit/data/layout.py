@@ -315,21 +315,21 @@ def _check(path: Path, entry: Expected, verify_images: int | None) -> Row:
 
 
 def _list(folder: Path, suffix: str, recursive: bool, links: list, seen: set):
-    """Paths of the files ending with `suffix`; link loops and dangling links go to `links` as
-    (path, reason), and a folder reached twice through links is walked once."""
+    """Paths of the files ending with `suffix`; link loops, dangling links and links to a folder
+    already walked go to `links` as (path, reason), and are not followed."""
     st = folder.stat()
-    if (st.st_dev, st.st_ino) in seen:
-        return
     seen.add((st.st_dev, st.st_ino))
     for e in os.scandir(folder):
         try:
             is_dir = e.is_dir()
-            if e.is_symlink():
-                os.stat(e.path)
+            st = os.stat(e.path) if e.is_symlink() else None
         except OSError as err:
             links.append((e.path, link_problem(Path(e.path), err) or str(err)))
             continue
         if is_dir and recursive:
+            if st is not None and (st.st_dev, st.st_ino) in seen:
+                links.append((e.path, "a symbolic link to a folder already listed (a loop)"))
+                continue
             yield from _list(Path(e.path), suffix, recursive, links, seen)
         elif e.name.endswith(suffix):
             yield e.path

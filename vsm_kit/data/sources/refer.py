@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
 
@@ -43,9 +44,12 @@ _REFS_FIX = "download the REFER annotations again (refs files are lists of plain
 
 class _PlainDataUnpickler(pickle.Unpickler):
     """Refs files are plain lists/dicts/strings; anything needing a class import is refused, so a
-    downloaded pickle can never run code."""
+    downloaded pickle can never run code. The one exception, `_codecs.encode`, is how protocol 2
+    stores bytes; it only builds them."""
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
         raise UnsafePickleError(
             f"{self.path}: refuses to load {module}.{name}; refs files hold only plain data. "
             f"Fix: {_REFS_FIX}"
