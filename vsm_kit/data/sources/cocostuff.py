@@ -8,13 +8,12 @@ and counts it among the skipped images, as it does an unreadable image."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 
 import numpy as np
 
-from ...errors import LabelMapSizeError, MissingDataError
+from ...errors import CorruptImageError, LabelMapSizeError, MissingDataError
 from ..classes import cocostuff_classes, cocostuff_ignored
 from ..images import image_size, load_label_map
 from ..records import BoxTable, Grouping, Record, Target
@@ -94,9 +93,12 @@ class CocoStuff(Source):
             self.data_dir / IMAGE_DIR / f"{stem}.jpg",
         )
         label = self._lut[load_label_map(label_path)]
-        with contextlib.suppress(MissingDataError):  # a missing image fails when it is loaded
-            if (hw := image_size(image_path)) != label.shape:
-                raise LabelMapSizeError(label_path, image_path, label.shape, hw)
+        try:
+            hw = image_size(image_path)
+        except (MissingDataError, CorruptImageError):
+            hw = label.shape  # an unreadable image fails when it is loaded, as before
+        if hw != label.shape:
+            raise LabelMapSizeError(label_path, image_path, label.shape, hw)
         rows = self._groups.rows(i)
         targets = []
         for value in np.unique(label):
