@@ -102,6 +102,10 @@ def _coco_faults(section="annotations"):
     faults = {
         "wrong_top": (_edit_json(_wrap), "top level"),
         "record_number": (_edit_json(_number_at(section)), f"{section}[0]"),
+        "no_annotations": (
+            _edit_json(lambda d: (d.pop("annotations"), d)[1]),
+            '"annotations" is missing',
+        ),
     }
     for name, (value, hint) in BBOX_FAULTS.items():
         faults[name] = (_edit_json(_coco("annotations", _bbox(value))), hint)

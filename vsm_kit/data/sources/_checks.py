@@ -22,10 +22,6 @@ from ..images import link_problem
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-def _number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _box(v) -> bool:
     try:
         return len(v) == 4 and all(math.isfinite(float(x)) for x in v) and not isinstance(v, str)
@@ -57,10 +53,8 @@ def _spans(v) -> bool:
 Field = tuple[Callable[[object], bool], str]
 ID: Field = (_key, "an id (integer or string)")
 INTEGER: Field = (_integer, "an integer")
-NUMBER: Field = (_number, "a finite number")
 SIZE: Field = (_size, "a positive integer")
 TEXT: Field = (lambda v: isinstance(v, str), "a string")
-LIST: Field = (lambda v: isinstance(v, list), "a list")
 BBOX: Field = (_box, "[x, y, width, height], four finite numbers")
 SEGMENTATION: Field = (lambda v: isinstance(v, list | dict), "polygons or an RLE object")
 SPANS: Field = (_spans, "a list of [start, end] character spans")
@@ -98,12 +92,12 @@ def read_json(path: Path, what: str, fix: str, top: type = dict, lists: tuple[st
         raise AnnotationError(path, f"cannot read the {what} ({err.strerror})", fix) from None
     if not isinstance(data, top):
         raise AnnotationError(
-            path, f"the top level is a JSON {_kind(data)}, the {what} is a {_kind(top())}", fix
+            path, f"the top level is a JSON {_kind(data)}, expected a JSON {_kind(top())}", fix
         )
     for key in lists:
         if not isinstance(data.get(key), list):
             got = "missing" if key not in data else f"a {_kind(data[key])}"
-            raise AnnotationError(path, f'"{key}" is {got}, the {what} hold a list there', fix)
+            raise AnnotationError(path, f'"{key}" is {got}, expected a list', fix)
     return data
 
 
