@@ -2,7 +2,7 @@
 line naming the file, the element and the fix (never a KeyError from deep inside a reader).
 
 Good files cost nothing extra: readers build their arrays directly and only on a failure
-`diagnose` walks the elements to name the first bad one."""
+`diagnosing` (or a reader's `_record_error`) walks the elements to name the first bad one."""
 
 from __future__ import annotations
 
