@@ -38,3 +38,38 @@ class CorruptImageError(VsmKitError, OSError):
 
 class UnsafePickleError(VsmKitError, ValueError):
     """A pickle asks to construct objects beyond plain data; we refuse to run it."""
+
+
+class AnnotationError(VsmKitError, ValueError):
+    """An annotation file (or one element of it) does not hold what its release holds."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}. Fix: {fix}")
+
+
+class ImageTooLargeError(CorruptImageError):
+    """An image declares more pixels than the decompression-bomb limit allows."""
+
+    def __init__(self, path: str | Path, width: int, height: int, limit: int):
+        self.path = Path(path)
+        VsmKitError.__init__(
+            self,
+            f"Image {self.path} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limit} pixels (a guard against decompression bombs). Fix: if the image is genuine, "
+            f"raise the limit: VSM_KIT_MAX_IMAGE_PIXELS={width * height} in the environment, or "
+            f"vsm_kit.data.images.set_max_image_pixels({width * height})",
+        )
+
+
+class LabelMapSizeError(CorruptImageError):
+    """A COCO-Stuff label map whose size differs from its image's: its masks would not align."""
+
+    def __init__(self, path: str | Path, image: str | Path, label_hw, image_hw):
+        self.path = Path(path)
+        VsmKitError.__init__(
+            self,
+            f"Label map {self.path} is {label_hw[1]}x{label_hw[0]} but its image {image} is "
+            f"{image_hw[1]}x{image_hw[0]} (width x height); its masks cannot align. Fix: replace "
+            "it with the stuffthingmaps_trainval2017 label map of that image",
+        )

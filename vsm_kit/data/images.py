@@ -1,11 +1,23 @@
 """Image decoding: RGB uint8 arrays in the stored pixel grid (annotations refer to it).
 
 Only `decode_rgb` (the training pipeline's tensor path) needs torch, and imports it itself, so
-the data-only commands and readers never load torch."""
+the data-only commands and readers never load torch.
+
+16-bit images (PNG grey `I;16`/`I;16B`, 32-bit `I`, 16-bit RGB) become 8-bit by keeping the high
+byte (`value >> 8`; `I` values are first clipped to 0..65535), identically in `load_rgb` and
+`decode_rgb`.
+
+Images over `max_image_pixels()` pixels (default: 2 x PIL's `MAX_IMAGE_PIXELS`, the size PIL
+itself refuses) raise `ImageTooLargeError` before any pixel is decoded. Raise the limit with the
+environment variable `VSM_KIT_MAX_IMAGE_PIXELS=N` (`0` = no limit) or
+`set_max_image_pixels(N)` (`None` = no limit)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,34 +25,96 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import CorruptImageError, MissingDataError
+from ..errors import CorruptImageError, ImageTooLargeError, MissingDataError, VsmKitError
 
 if TYPE_CHECKING:
     import torch
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_PIL_LIMIT = threading.Lock()  # guards the moment PIL's own check is switched off
+
+
+def _limit_from_env() -> int | None:
+    raw = os.environ.get("VSM_KIT_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return 2 * Image.MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise VsmKitError(
+            f"VSM_KIT_MAX_IMAGE_PIXELS={raw!r} is not a whole number. Fix: set it to the largest "
+            "image size in pixels to accept (0 = no limit)"
+        ) from None
+    return value if value > 0 else None
+
+
+_max_pixels: int | None = _limit_from_env()
+
+
+def set_max_image_pixels(n: int | None) -> None:
+    """Accept images of up to `n` pixels (None: no limit); see the module docstring."""
+    global _max_pixels
+    _max_pixels = n
+
+
+def max_image_pixels() -> int | None:
+    """The current limit in pixels (None: no limit)."""
+    return _max_pixels
+
+
+def link_problem(path: Path, err: OSError) -> str | None:
+    """The user-facing reason for an OSError of a symbolic link (loop or dangling), else None."""
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop (the link leads back to itself); point it at the real file"
+    if isinstance(err, FileNotFoundError) and path.is_symlink():
+        return f"a symbolic link to a missing file ({os.readlink(path)}); fix or remove the link"
+    return None
 
 
 @contextlib.contextmanager
 def _open(path: str | Path, what: str = "image"):
-    """PIL image of `path`; a missing file or a decoding failure becomes a user-facing error."""
+    """PIL image of `path` (size checked against the limit); a missing file or a decoding
+    failure becomes a user-facing error."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            yield im
-    except FileNotFoundError:
-        raise MissingDataError(
-            path, what, "check the dataset layout with `vsm-kit check`"
-        ) from None
+        with _PIL_LIMIT:  # the limit is ours (it can be raised): PIL's check is off meanwhile
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except OSError as err:
+        if reason := link_problem(path, err):
+            raise CorruptImageError(path, reason) from None
+        if isinstance(err, FileNotFoundError):
+            raise MissingDataError(
+                path, what, "check the dataset layout with `vsm-kit check`"
+            ) from None
+        raise CorruptImageError(path, str(err) or type(err).__name__) from None
     except _DECODE_ERRORS as err:
         raise CorruptImageError(path, str(err) or type(err).__name__) from None
+    with im:
+        if _max_pixels is not None and im.width * im.height > _max_pixels:
+            raise ImageTooLargeError(path, im.width, im.height, _max_pixels)
+        try:
+            yield im
+        except _DECODE_ERRORS as err:
+            raise CorruptImageError(path, str(err) or type(err).__name__) from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in _SIXTEEN_BIT:  # PIL's convert("RGB") would clip these to 255
+        high = (np.asarray(im).clip(0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(high[:, :, None], 3, axis=2)
+    return np.array(im.convert("RGB"))
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode `path` to uint8 [H, W, 3]. Grayscale is expanded; EXIF orientation is NOT applied
     because COCO-style annotations use the stored pixel grid."""
     with _open(path) as im:
-        return np.array(im.convert("RGB"))
+        return _to_rgb(im)
 
 
 def load_label_map(path: str | Path) -> np.ndarray:
@@ -61,7 +135,9 @@ def verify_image(path: str | Path) -> str | None:
         with _open(path) as im:
             im.load()
     except (CorruptImageError, MissingDataError) as err:
-        return str(err).split(": ", 1)[-1]
+        if type(err) in (CorruptImageError, MissingDataError):
+            return str(err).split(": ", 1)[-1]
+        return str(err)  # a message that leads with the file already
     return None
 
 
@@ -69,6 +145,7 @@ def decode_rgb(path: str | Path) -> torch.Tensor:
     """Decode `path` once to uint8 [3, H, W] (libjpeg-turbo/libpng through torchvision, about
     twice as fast as PIL); the same pixel grid as `load_rgb` (no EXIF rotation)."""
     path = Path(path)
+    image_size(path)  # header only: a missing, looping or oversized file fails here, named
     # torchvision 0.29 marks its decoders deprecated in favour of torchcodec (not in our stack)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -80,18 +157,17 @@ def _decode_rgb(path: Path) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
-        data = read_file(str(path))
-    except RuntimeError:
-        if not path.exists():
-            raise MissingDataError(
-                path, "image", "check the dataset layout with `vsm-kit check`"
-            ) from None
-        raise
-    try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        out = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     except RuntimeError as err:
-        # formats torchvision does not decode (e.g. a JPEG in CMYK) go through PIL instead
-        try:
-            return torch.from_numpy(load_rgb(path)).permute(2, 0, 1).contiguous()
-        except CorruptImageError:
-            raise CorruptImageError(path, str(err).splitlines()[0]) from None
+        reason = str(err).splitlines()[0]
+    else:
+        if out.dtype == torch.uint8:
+            return out
+        reason = None  # 16-bit: PIL's path keeps the high byte, as `load_rgb` does
+    # formats torchvision does not decode (e.g. a JPEG in CMYK) go through PIL instead
+    try:
+        return torch.from_numpy(load_rgb(path)).permute(2, 0, 1).contiguous()
+    except CorruptImageError:
+        if reason is None:
+            raise
+        raise CorruptImageError(path, reason) from None

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .images import verify_image
+from .images import link_problem, verify_image
 
 GROUP_NAMES = ("general_segdet", "refer_seg", "mixed_grounding", "vqa")
 
@@ -181,13 +181,14 @@ EXPECTED: tuple[Expected, ...] = (
     ),
 )
 
-OK, MISSING, EMPTY, UNREADABLE, CORRUPT, NOT_BUILT = (
+OK, MISSING, EMPTY, UNREADABLE, CORRUPT, NOT_BUILT, BAD_LINK = (
     "ok",
     "missing",
     "empty",
     "unreadable",
     "corrupt",
     "not built",
+    "bad link",
 )
 
 
@@ -283,7 +284,11 @@ def check_layout(
 
 
 def _check(path: Path, entry: Expected, verify_images: int | None) -> Row:
-    if not path.exists():
+    try:
+        path.stat()
+    except OSError as err:
+        if reason := link_problem(path, err):
+            return Row(entry, BAD_LINK, bad_files=(f"{path.name}: {reason}",))
         return Row(entry, NOT_BUILT if entry.built else MISSING)
     if not entry.folder:
         size = path.stat().st_size
@@ -295,20 +300,36 @@ def _check(path: Path, entry: Expected, verify_images: int | None) -> Row:
         except OSError:
             return Row(entry, UNREADABLE, size)
         return Row(entry, OK, size)
+    links: list[str] = []
     try:
-        files = sorted(_list(path, entry.suffix, entry.recursive))
+        files = sorted(_list(path, entry.suffix, entry.recursive, links, set()))
     except OSError:
         return Row(entry, UNREADABLE)
+    links = [f"{os.path.relpath(f, path)}: {why}" for f, why in sorted(links)]
     if not files:
-        return Row(entry, EMPTY, 0)
+        return Row(entry, BAD_LINK if links else EMPTY, 0, tuple(links))
     sample = files if verify_images is None else files[:verify_images]
     bad = tuple(f"{os.path.relpath(f, path)}: {why}" for f in sample if (why := verify_image(f)))
-    return Row(entry, CORRUPT if bad else OK, len(files), bad)
+    status = CORRUPT if bad else BAD_LINK if links else OK
+    return Row(entry, status, len(files), (*links, *bad))
 
 
-def _list(folder: Path, suffix: str, recursive: bool):
+def _list(folder: Path, suffix: str, recursive: bool, links: list, seen: set):
+    """Paths of the files ending with `suffix`; link loops, dangling links and links to a folder
+    already walked go to `links` as (path, reason), and are not followed."""
+    st = folder.stat()
+    seen.add((st.st_dev, st.st_ino))
     for e in os.scandir(folder):
-        if e.is_dir() and recursive:
-            yield from _list(Path(e.path), suffix, recursive)
+        try:
+            is_dir = e.is_dir()
+            st = os.stat(e.path) if e.is_symlink() else None
+        except OSError as err:
+            links.append((e.path, link_problem(Path(e.path), err) or str(err)))
+            continue
+        if is_dir and recursive:
+            if st is not None and (st.st_dev, st.st_ino) in seen:
+                links.append((e.path, "a symbolic link to a folder already listed (a loop)"))
+                continue
+            yield from _list(Path(e.path), suffix, recursive, links, seen)
         elif e.name.endswith(suffix):
             yield e.path

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
-from ...errors import MissingDataError
-from ..boxes import xywh_to_xyxy
+from ...errors import AnnotationError, MissingDataError, VsmKitError
+from ..images import link_problem
 from ..records import BoxTable, Record
+from ._checks import SHAPE_ERRORS, Sections, find_bad
 
 
 class Source(Sequence[Record], ABC):
@@ -23,6 +22,9 @@ class Source(Sequence[Record], ABC):
 
     name: ClassVar[str]
     group: ClassVar[str]  # the original tool's --dataset name this source belongs to
+    # (file, fix, sections) of the annotations records are built from: a record that fails is
+    # reported as the first bad element found there
+    _diagnosis: tuple[tuple[Path, str, Sections], ...] = ()
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
@@ -53,32 +55,51 @@ class Source(Sequence[Record], ABC):
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"{self.name}: index {i} out of range for {n} records")
-        return self._record(i % n)
+        try:
+            return self._record(i % n)
+        except VsmKitError:
+            raise
+        except SHAPE_ERRORS as err:
+            raise self._record_error(i % n, err) from None
+
+    def _record_error(self, i: int, err: Exception) -> VsmKitError:
+        """The error for record i, whose annotations are not what the release holds: the first
+        bad element of `_diagnosis`, else one naming the files and the record."""
+        for path, fix, sections in self._diagnosis:
+            if (bad := find_bad(path, fix, sections)) is not None:
+                return bad
+        files = ", ".join(str(d[0]) for d in self._diagnosis) or str(self.data_dir)
+        fix = self._diagnosis[0][1] if self._diagnosis else "check it with `vsm-kit check`"
+        return AnnotationError(
+            files, f"record {i} of {self.name}: unexpected content ({err!r})", fix
+        )
 
     def find(self, query: str) -> list[int]:
         """Indices of records with a target text (or caption) containing `query`, any case."""
         q = query.strip().lower()
         if not q:
             return list(range(len(self)))
-        return [i for i in range(len(self)) if any(q in t.lower() for t in self._texts(i))]
+        hits = []
+        for i in range(len(self)):
+            try:
+                texts = self._texts(i)
+            except SHAPE_ERRORS as err:
+                raise self._record_error(i, err) from None
+            if any(q in t.lower() for t in texts):
+                hits.append(i)
+        return hits
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {len(self)} records from {self.data_dir}>"
 
 
 def require(path: Path, what: str, fix: str) -> Path:
-    """`path` if it exists, else a `MissingDataError` that says where it comes from."""
-    if not path.exists():
-        raise MissingDataError(path, what, fix)
+    """`path` if it exists, else a `MissingDataError` that says where it comes from (a link
+    loop or a dangling link is named as such)."""
+    try:
+        path.stat()
+    except OSError as err:
+        if reason := link_problem(path, err):
+            raise AnnotationError(path, reason, fix) from None
+        raise MissingDataError(path, what, fix) from None
     return path
-
-
-def ann_arrays(annotations: list[dict], image_row: dict) -> tuple[np.ndarray, ...]:
-    """(image row, category id, xyxy box) arrays for COCO-style annotations.
-
-    `image_row` maps image id → record row; annotations whose image is not a record get row -1.
-    """
-    n = len(annotations)
-    rows = np.fromiter((image_row.get(a["image_id"], -1) for a in annotations), np.int64, n)
-    cats = np.fromiter((a["category_id"] for a in annotations), np.int64, n)
-    return rows, cats, xywh_to_xyxy([a["bbox"] for a in annotations])

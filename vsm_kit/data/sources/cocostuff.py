@@ -1,6 +1,10 @@
 """COCO-Stuff: label maps (semantic masks) plus COCO things+stuff boxes, as the original tool
 pairs them: a target per class in the label map (ignored classes remapped away), its boxes from
-the COCO jsons."""
+the COCO jsons.
+
+A label map whose size is not its image's raises `LabelMapSizeError`, naming both files and
+sizes (its masks would not align); it is a `CorruptImageError`, so training re-draws that sample
+and counts it among the skipped images, as it does an unreadable image."""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ import os
 
 import numpy as np
 
-from ...jsonio import load_json_shared
+from ...errors import CorruptImageError, LabelMapSizeError, MissingDataError
 from ..classes import cocostuff_classes, cocostuff_ignored
-from ..images import load_label_map
+from ..images import image_size, load_label_map
 from ..records import BoxTable, Grouping, Record, Target
-from ._base import Source, ann_arrays, require
+from ._base import Source, require
+from ._checks import ANNOTATION, IMAGE, ann_arrays, diagnosing, index_arrays, read_json
 
 INSTANCES = "coco2017/annotations/instances_train2017.json"
 STUFF = "cocostuff/annotations/stuff_train2017.json"
@@ -60,29 +65,40 @@ class CocoStuff(Source):
         if index.exists() and all(
             not s.exists() or s.stat().st_mtime <= index.stat().st_mtime for s in sources
         ):
-            by_file = load_json_shared(index, "COCO-Stuff box index")
-            anns = [
-                {"image_id": f, "category_id": b["category_id"], "bbox": b["bbox"]}
-                for f, boxes in by_file.items()
-                for b in boxes
-            ]
-            return ann_arrays(anns, file_row)
+            fix = "rebuild it with `vsm-kit preprocess --only coco`"
+            by_file = read_json(index, "COCO-Stuff box index", fix)
+            return index_arrays(index, by_file, file_row, fix)
         parts = []
         for path, what, fix in (
             (sources[0], "COCO-2017 instances annotations", _FIX_INSTANCES),
             (sources[1], "COCO-Stuff stuff annotations", _FIX_STUFF),
         ):
-            data = load_json_shared(path, what, fix)
-            id_row = {im["id"]: file_row.get(im["file_name"], -1) for im in data["images"]}
-            parts.append(ann_arrays(data["annotations"], id_row))
+            data = read_json(path, what, fix, lists=("images", "annotations"))
+            checks = {
+                "images": (data["images"], IMAGE),
+                "annotations": (data["annotations"], ANNOTATION),
+            }
+            with diagnosing(path, fix, checks):
+                id_row = {im["id"]: file_row.get(im["file_name"], -1) for im in data["images"]}
+                parts.append(ann_arrays(data["annotations"], id_row))
         return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
     def __len__(self) -> int:
         return len(self._pngs)
 
     def _record(self, i: int) -> Record:
-        png = self._pngs[i]
-        label = self._lut[load_label_map(self.data_dir / LABEL_DIR / png)]
+        png, stem = self._pngs[i], self._pngs[i][:-4]
+        label_path, image_path = (
+            self.data_dir / LABEL_DIR / png,
+            self.data_dir / IMAGE_DIR / f"{stem}.jpg",
+        )
+        label = self._lut[load_label_map(label_path)]
+        try:
+            hw = image_size(image_path)
+        except (MissingDataError, CorruptImageError):
+            hw = label.shape  # an unreadable image fails when it is loaded, as before
+        if hw != label.shape:
+            raise LabelMapSizeError(label_path, image_path, label.shape, hw)
         rows = self._groups.rows(i)
         targets = []
         for value in np.unique(label):
@@ -95,11 +111,10 @@ class CocoStuff(Source):
             targets.append(
                 Target(self._names[value], self._xyxy[hit], int(value) + 1, mask_fn=mask_fn)
             )
-        stem = png[:-4]
         return Record(
             source=self.name,
             index=i,
-            image_path=self.data_dir / IMAGE_DIR / f"{stem}.jpg",
+            image_path=image_path,
             height=label.shape[0],
             width=label.shape[1],
             targets=tuple(targets),

@@ -12,11 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import VsmKitError
-from ...jsonio import load_json_shared
-from ..boxes import xywh_to_xyxy
 from ..images import image_size
 from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source
+from ._checks import (
+    BBOX,
+    INTEGER,
+    SIZE,
+    SPANS,
+    TEXT,
+    boxes_xyxy,
+    diagnosing,
+    element_problem,
+    read_json,
+)
 
 MIXED = "MixedGrounding/final_mixed_train.json"
 FLICKR = "MixedGrounding/final_flickr_separateGT_train.json"
@@ -26,6 +35,8 @@ IMAGE_ROOTS = {
     "vg": "MixedGrounding/GQA/images",
     "flickr": "MixedGrounding/flickr30k-images",
 }
+_LISTS = ("images", "annotations")
+_FIX_COMBINED = "rebuild it with `vsm-kit preprocess --only goldg`"
 _FIX = "download MDETR's pre-processed annotations (mdetr_annotations) into MixedGrounding/"
 
 
@@ -34,37 +45,68 @@ def phrase(caption: str, tokens_positive: list) -> str:
     return " ".join(caption[s:e] for s, e in tokens_positive).strip()
 
 
+def _instances(v) -> bool:
+    return isinstance(v, list) and all(element_problem(a, _INSTANCE) is None for a in v)
+
+
+_SOURCE = (lambda v: isinstance(v, str) and v in IMAGE_ROOTS, f"one of {', '.join(IMAGE_ROOTS)}")
+_INSTANCE = {"bbox": BBOX, "tokens_positive": SPANS}
+_ENTRY = {
+    "file_name": TEXT,
+    "caption": TEXT,
+    "data_source": _SOURCE,
+    "instances": (
+        _instances,
+        ('a list of objects with "bbox" [x, y, width, height] and "tokens_positive" spans'),
+    ),
+}
+_MDETR_IMAGE = {"file_name": TEXT, "caption": TEXT, "height": SIZE, "width": SIZE}
+_MDETR_ANN = {"image_id": INTEGER, **_INSTANCE}
+
+
+def _combined_is_fresh(data_dir) -> bool:
+    combined = data_dir / COMBINED
+    raw = [data_dir / MIXED, data_dir / FLICKR]
+    return combined.exists() and all(
+        p.exists() and p.stat().st_mtime <= combined.stat().st_mtime for p in raw
+    )
+
+
 def goldg_entries(data_dir) -> list[dict]:
     """The combined list the original trains on: `{"file_name", "caption", "data_source",
     "instances"}` per entry (plus the MDETR `height`/`width` when built from the MDETR files)."""
-    combined = data_dir / COMBINED
     raw = [data_dir / MIXED, data_dir / FLICKR]
-    if combined.exists() and all(
-        p.exists() and p.stat().st_mtime <= combined.stat().st_mtime for p in raw
-    ):
-        return load_json_shared(combined, "GoldG training list", "run `vsm-kit preprocess`")
-    files = [load_json_shared(p, "MDETR grounding annotations", _FIX) for p in raw]
-    entries = [
-        {
-            "file_name": im["file_name"],
-            "caption": im["caption"],
-            "data_source": "flickr" if k else im["data_source"],
-            "height": int(im["height"]),  # the Flickr file stores sizes as strings
-            "width": int(im["width"]),
-            "instances": [],
-        }
-        for k, data in enumerate(files)
-        for im in data["images"]
-    ]
-    for data in files:
-        for a in data["annotations"]:
-            if not 0 <= a["image_id"] < len(entries):
-                raise VsmKitError(
-                    f"{data_dir / FLICKR}: an annotation names image_id {a['image_id']}, beyond "
-                    f"the {len(entries)} GoldG entries (the original fails here too). Fix: "
-                    f"`vsm-kit preprocess --data-dir {data_dir} --only goldg --fix-goldg-ids`"
-                )
-            entries[a["image_id"]]["instances"].append(a)
+    if _combined_is_fresh(data_dir):
+        return read_json(data_dir / COMBINED, "GoldG training list", _FIX_COMBINED, top=list)
+    files = [read_json(p, "MDETR grounding annotations", _FIX, lists=_LISTS) for p in raw]
+    entries = []
+    for k, (path, data) in enumerate(zip(raw, files, strict=True)):
+        fields = _MDETR_IMAGE if k else {**_MDETR_IMAGE, "data_source": _SOURCE}
+        with diagnosing(path, _FIX, {"images": (data["images"], fields)}):
+            entries += [
+                {
+                    "file_name": im["file_name"],
+                    "caption": im["caption"],
+                    "data_source": "flickr" if k else im["data_source"],
+                    "height": int(im["height"]),  # the Flickr file stores sizes as strings
+                    "width": int(im["width"]),
+                    "instances": [],
+                }
+                for im in data["images"]
+            ]
+            if not all(isinstance(im["caption"], str) for im in data["images"]):
+                raise TypeError("a caption is not a string")
+    for path, data in zip(raw, files, strict=True):
+        with diagnosing(path, _FIX, {"annotations": (data["annotations"], _MDETR_ANN)}):
+            for a in data["annotations"]:
+                if not 0 <= a["image_id"] < len(entries):
+                    raise VsmKitError(
+                        f"{path}: an annotation names image_id {a['image_id']}, beyond "
+                        f"the {len(entries)} GoldG entries (the original fails here too). Fix: "
+                        f"`vsm-kit preprocess --data-dir {data_dir} --only goldg --fix-goldg-ids`"
+                    )
+                entries[a["image_id"]]["instances"].append(a)
+            boxes_xyxy([a["bbox"] for a in data["annotations"]])
     return entries
 
 
@@ -74,12 +116,20 @@ class _Grounding(Source):
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        self._images = [
-            e for e in goldg_entries(self.data_dir) if (e["data_source"] == "flickr") == self.flickr
-        ]
-        rows = [i for i, e in enumerate(self._images) for _ in e["instances"]]
-        self._anns = [a for e in self._images for a in e["instances"]]
-        self._xyxy = xywh_to_xyxy([a["bbox"] for a in self._anns])
+        entries = goldg_entries(self.data_dir)
+        checks = {"entries": (entries, _ENTRY)}
+        if _combined_is_fresh(self.data_dir):
+            self._diagnosis = ((self.data_dir / COMBINED, _FIX_COMBINED, checks),)
+        else:  # entries built from both MDETR files: name both
+            files = f"{self.data_dir / MIXED} + {FLICKR.split('/')[-1]}"
+            self._diagnosis = ((files, _FIX, checks),)
+        with diagnosing(*self._diagnosis[0]):
+            self._images = [e for e in entries if (e["data_source"] == "flickr") == self.flickr]
+            rows = [i for i, e in enumerate(self._images) for _ in e["instances"]]
+            self._anns = [a for e in self._images for a in e["instances"]]
+            self._xyxy = boxes_xyxy([a["bbox"] for a in self._anns])
+            if not all(isinstance(e["caption"], str) for e in self._images):
+                raise TypeError("a caption is not a string")
         self._groups = Grouping(np.array(rows, np.int64), len(self._images))
 
     def __len__(self) -> int:
@@ -104,10 +154,11 @@ class _Grounding(Source):
 
     def box_table(self) -> BoxTable:
         record = self._groups.owner()
-        texts = [
-            phrase(self._images[record[k]]["caption"], a["tokens_positive"]).lower()
-            for k, a in enumerate(self._anns)
-        ]
+        with diagnosing(*self._diagnosis[0]):
+            texts = [
+                phrase(self._images[record[k]]["caption"], a["tokens_positive"]).lower()
+                for k, a in enumerate(self._anns)
+            ]
         labels = tuple(sorted(set(texts)))
         label_of = {t: k for k, t in enumerate(labels)}
         return BoxTable(

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jsonio import load_json_shared
 from ..classes import objects365_classes
 from ..images import image_size
 from ..records import BoxTable, Grouping, Record, Target
-from ._base import Source, ann_arrays
+from ._base import Source
+from ._checks import (
+    ANNOTATION,
+    SIZED_IMAGE,
+    ann_arrays,
+    diagnosing,
+    index_arrays,
+    read_json,
+)
 
 ANNOTATIONS = "object365/zhiyuan_objv2_train.json"
 INDEX = "object365/image2bboxes.json"
@@ -21,6 +28,7 @@ MISSING_IMAGES = frozenset(
         "patch6/objects365_v1_00320534.jpg",
     }
 )
+_LISTS = ("images", "annotations")
 _FIX = "download the Objects365-v2 train annotations (zhiyuan_objv2_train.json) into object365/"
 
 
@@ -40,29 +48,28 @@ class Objects365(Source):
             not raw.exists() or raw.stat().st_mtime <= index.stat().st_mtime
         )
         if use_index:  # the preprocessed index: same boxes, a fraction of the size
-            by_file = load_json_shared(index, "Objects365 box index")
+            fix = "rebuild it with `vsm-kit preprocess --only objects365`"
+            by_file = read_json(index, "Objects365 box index", fix)
             self._files = [f for f in by_file if f not in MISSING_IMAGES]
             self._sizes = None
             file_row = {f: i for i, f in enumerate(self._files)}
-            anns = [
-                {"image_id": f, "category_id": b["category_id"], "bbox": b["bbox"]}
-                for f, boxes in by_file.items()
-                for b in boxes
-            ]
-            rows, cats, xyxy = ann_arrays(anns, file_row)
+            rows, cats, xyxy = index_arrays(index, by_file, file_row, fix)
         else:
-            data = load_json_shared(raw, "Objects365 train annotations", _FIX)
-            annotated = {a["image_id"] for a in data["annotations"]}
-            images = [
-                im
-                for im in data["images"]
-                if im["id"] in annotated and strip_prefix(im["file_name"]) not in MISSING_IMAGES
-            ]
-            self._files = [strip_prefix(im["file_name"]) for im in images]
-            self._sizes = [(int(im["height"]), int(im["width"])) for im in images]
-            rows, cats, xyxy = ann_arrays(
-                data["annotations"], {im["id"]: i for i, im in enumerate(images)}
-            )
+            data = read_json(raw, "Objects365 train annotations", _FIX, lists=_LISTS)
+            checks = {"images": (data["images"], SIZED_IMAGE)}
+            checks["annotations"] = (data["annotations"], ANNOTATION)
+            with diagnosing(raw, _FIX, checks):
+                annotated = {a["image_id"] for a in data["annotations"]}
+                images = [
+                    im
+                    for im in data["images"]
+                    if im["id"] in annotated and strip_prefix(im["file_name"]) not in MISSING_IMAGES
+                ]
+                self._files = [strip_prefix(im["file_name"]) for im in images]
+                self._sizes = [(int(im["height"]), int(im["width"])) for im in images]
+                rows, cats, xyxy = ann_arrays(
+                    data["annotations"], {im["id"]: i for i, im in enumerate(images)}
+                )
         keep = rows >= 0
         self._cats, self._xyxy = cats[keep], xyxy[keep]
         self._groups = Grouping(rows[keep], len(self._files))

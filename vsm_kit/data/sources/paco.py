@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jsonio import load_json_shared
+from ...errors import AnnotationError
 from ..masks import decode_segmentation
 from ..records import BoxTable, Grouping, Record, Target
-from ._base import Source, ann_arrays
+from ._base import Source
+from ._checks import (
+    ANNOTATION,
+    CATEGORY,
+    SEGMENTATION,
+    SIZED_IMAGE,
+    ann_arrays,
+    diagnosing,
+    read_json,
+)
 
 ANNOTATIONS = "vlpart/paco/annotations/paco_lvis_v1_train.json"
+_LISTS = ("images", "annotations", "categories")
+_FIX = "download paco_lvis_v1 annotations (PACO release) into vlpart/paco/annotations/"
 IMAGE_ROOT = "coco2017"  # PACO file names already start with train2017/
 
 
@@ -34,20 +45,32 @@ class PacoLvis(Source):
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        data = load_json_shared(
-            self.data_dir / ANNOTATIONS,
-            "PACO-LVIS annotations",
-            "download paco_lvis_v1 annotations (PACO release) into vlpart/paco/annotations/",
-        )
-        self._anns = data["annotations"]
-        annotated = {a["image_id"] for a in self._anns}
-        self._images = [im for im in data["images"] if im["id"] in annotated]
-        image_row = {im["id"]: i for i, im in enumerate(self._images)}
-        self._cat_name = {c["id"]: c["name"] for c in data["categories"]}
-        rows, cats, xyxy = ann_arrays(self._anns, image_row)
-        keep = np.flatnonzero(rows >= 0)  # drop annotations of images the file does not list
-        self._anns = [self._anns[k] for k in keep]
-        rows, self._cats, self._xyxy = rows[keep], cats[keep], xyxy[keep]
+        path = self.data_dir / ANNOTATIONS
+        data = read_json(path, "PACO-LVIS annotations", _FIX, lists=_LISTS)
+        checks = {
+            "images": (data["images"], SIZED_IMAGE),
+            "annotations": (data["annotations"], {**ANNOTATION, "segmentation": SEGMENTATION}),
+            "categories": (data["categories"], CATEGORY),
+        }
+        self._diagnosis = ((path, _FIX, checks),)
+        with diagnosing(path, _FIX, checks):
+            self._anns = data["annotations"]
+            annotated = {a["image_id"] for a in self._anns}
+            self._images = [im for im in data["images"] if im["id"] in annotated]
+            image_row = {im["id"]: i for i, im in enumerate(self._images)}
+            self._cat_name = {c["id"]: c["name"] for c in data["categories"]}
+            rows, cats, xyxy = ann_arrays(self._anns, image_row)
+            keep = np.flatnonzero(rows >= 0)  # drop annotations of images the file does not list
+            self._anns = [self._anns[k] for k in keep]
+            rows, self._cats, self._xyxy = rows[keep], cats[keep], xyxy[keep]
+            unknown = set(self._cats.tolist()) - set(self._cat_name)
+            if unknown:
+                raise AnnotationError(
+                    path,
+                    f"annotations name category ids {sorted(unknown)[:5]} that "
+                    '"categories" does not list',
+                    _FIX,
+                )
         self._groups = Grouping(rows, len(self._images))
         cat_ids = sorted(self._cat_name)
         self._labels = tuple(paco_text(self._cat_name[c]) for c in cat_ids)

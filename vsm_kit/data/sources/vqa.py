@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jsonio import load_json_shared
 from ..images import image_size
 from ..records import BoxTable, Record
 from ._base import Source
+from ._checks import TEXT, first_bad, read_json
 
 IMAGE_DIR = "coco2017/train2017"
+
+
+def _turns(v) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(t, dict) and isinstance(t.get("from"), str) and isinstance(t.get("value"), str)
+        for t in v
+    )
+
+
+_ITEM = {
+    "image": TEXT,
+    "conversations": (_turns, 'a list of {"from": ..., "value": ...} turns, both strings'),
+}
 _FIX = "download the VSM VQA data (Hugging Face dataset craigwu/vsm_vqa_data) into vsm_vqa_data/"
 
 
@@ -19,7 +32,10 @@ class _Conversations(Source):
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        self._items = load_json_shared(self.data_dir / self.file, "VQA conversations", _FIX)
+        path = self.data_dir / self.file
+        self._items = read_json(path, "VQA conversations", _FIX, top=list)
+        if bad := first_bad(path, "", self._items, _ITEM, _FIX):
+            raise bad
 
     def __len__(self) -> int:
         return len(self._items)
