@@ -21,6 +21,7 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     train += ["--output-dir", str(tmp / "run"), "--dry-run"]
     (tmp / "unknown_field.yaml").write_text(f"output_dir: {tmp / 'r'}\nbogus: 1\n")
     (tmp / "bad_value.yaml").write_text(f"output_dir: {tmp / 'r'}\noptim:\n  lr: -1\n")
+    (tmp / "bad_target.yaml").write_text(f"output_dir: {tmp / 'r'}\nlora:\n  targets: [qq_proj]\n")
     nope = str(tmp / "nope")
     corrupt = tmp / "cut.safetensors"  # a converted file cut short
     corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
@@ -90,6 +91,14 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             ["data.data_dir", nope, "not a folder"],
         ),
         "train bad ranks": ([*train, "--num-gpus", "0"], ["--num-gpus"]),
+        "train missing weights dir": (
+            [*train, "--weights-dir", nope],
+            [f"weights.dir: {nope} is not a folder; Fix:", "--weights-dir"],
+        ),
+        "train bad lora target": (
+            ["train", "--config", str(tmp / "bad_target.yaml"), "--dry-run"],
+            ["lora.targets", "'qq_proj'", "q_proj, k_proj, v_proj, o_proj"],
+        ),
         "convert not a run": (["convert", data], [f"{data}/config.yaml", "does not exist"]),
         "convert tag and last": (
             ["convert", data, "--tag", "global_step3", "--last"],
@@ -131,6 +140,8 @@ NAMES = [
     "train bad value",
     "train missing data",
     "train bad ranks",
+    "train missing weights dir",
+    "train bad lora target",
     "convert not a run",
     "convert tag and last",
     "merge missing weights",

@@ -19,6 +19,8 @@ from ..model.losses import GIOU_MODES
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 ARCHS = ("7b", "tiny")
+# the `nn.Linear` names of a LLaMA decoder layer in transformers: what `lora.targets` may name
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class ConfigError(VsmKitError):
@@ -161,7 +163,9 @@ class RunConfig:
         return value
 
     def resolved(self) -> RunConfig:
-        """Folders made absolute (weights joined to `weights.dir`): the config a run records."""
+        """Folders made absolute (weights joined to `weights.dir`): the config a run records.
+        A `weights.dir` that is not a folder is refused here, before it is dropped."""
+        self._check_weights_dir()
         changes = {
             "data.data_dir": _absolute(self.data.data_dir),
             "output_dir": _absolute(self.output_dir),
@@ -230,6 +234,7 @@ class RunConfig:
             "data.targets_per_sample": self.data.targets_per_sample,
             "data.model_max_length": self.data.model_max_length,
             "lora.r": self.lora.r,
+            "lora.alpha": self.lora.alpha,
             "optim.epochs": self.optim.epochs,
             "optim.steps_per_epoch": self.optim.steps_per_epoch,
             "optim.micro_batch": self.optim.micro_batch,
@@ -258,8 +263,7 @@ class RunConfig:
             raise ConfigError("optim.betas", f"two values in [0, 1), got {self.optim.betas}")
         if not 0 <= self.lora.dropout < 1:
             raise ConfigError("lora.dropout", f"must lie in [0, 1), got {self.lora.dropout}")
-        if not self.lora.targets:
-            raise ConfigError("lora.targets", "name at least one module (e.g. q_proj)")
+        _validate_targets(self.lora.targets)
         if self.zero.stage not in (0, 1, 2, 3):
             raise ConfigError("zero.stage", f"must be 0, 1, 2 or 3, got {self.zero.stage}")
         if self.zero.offload_params and self.zero.stage != 3:
@@ -280,12 +284,35 @@ class RunConfig:
                 "data.data_dir",
                 f"{self.data.data_dir} is not a folder (the data tree, or a demo world's dataset/)",
             )
+        self._check_weights_dir()
         for name in ("base", "clip", "owlvit"):
             value = self.weight_path(name)
             if not value:
                 raise ConfigError(f"weights.{name}", "missing: give a local folder")
             if not Path(value).expanduser().is_dir() and not _looks_like_hub_name(value):
                 raise ConfigError(f"weights.{name}", f"{value} is not a folder")
+
+    def _check_weights_dir(self) -> None:
+        folder = self.weights.dir
+        if folder and not Path(folder).expanduser().is_dir():
+            raise ConfigError(
+                "weights.dir",
+                f"{folder} is not a folder; Fix: point weights.dir (--weights-dir) at the folder "
+                "holding the base, clip and owlvit weights (a demo world's weights/), or leave "
+                "it empty and give their full paths",
+            )
+
+
+def _validate_targets(targets: list[str]) -> None:
+    allowed = ", ".join(LORA_TARGETS)
+    if not targets:
+        raise ConfigError("lora.targets", f"name at least one of the LLaMA layers {allowed}")
+    for target in targets:
+        if target not in LORA_TARGETS:
+            raise ConfigError(
+                "lora.targets",
+                f"{target!r} is not a LLaMA linear layer; Fix: use names from {allowed}",
+            )
 
 
 def _absolute(path: str) -> str:

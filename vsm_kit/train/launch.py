@@ -2,13 +2,18 @@
 
 `TrainingRun.start(config)` validates the config, writes it (resolved: absolute folders) to
 `output_dir/config.yaml` and starts the `deepspeed` launcher in the background; the engine's
-`metrics.jsonl` and `status.json` are what `follow()` and `attach()` read, so a notebook can
-reconnect to a run it did not start, running or finished.
+`metrics.jsonl`, `status.json` and `failures/` are what `follow()` and `attach()` read, so a
+notebook can reconnect to a run it did not start, running or finished.
+
+A launch into a folder whose run has a checkpoint resumes it, so it must build the same model
+and draw the same data stream: every field must equal the saved `config.yaml`'s except those in
+`RESUMABLE`, which only say how far, how often and where (checked before anything is written).
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shlex
 import shutil
@@ -25,9 +30,22 @@ from tqdm.auto import tqdm
 from ..data.layout import check_layout
 from ..errors import VsmKitError
 from .config import RunConfig
-from .runlog import METRICS, STATUS
+from .runlog import METRICS, STATUS, clear_failures, first_failure
 
 LOG = "train.log"
+# the fields a resumed run may change (a dotted name or the section it starts): where the run
+# and its data live, how far it goes, how often it logs/validates/checkpoints, how it loads and
+# whether it recomputes activations. Everything else shapes the checkpoint (model, LoRA,
+# precision, ZeRO layout, optimizer and schedule state), the data stream (seed, mix, batch
+# shape, tokenization) or what "best" compares (loss, validation set), and is fixed.
+RESUMABLE = (
+    "output_dir",
+    "max_steps",
+    "gradient_checkpointing",
+    "data.data_dir",
+    "data.workers",
+    "cadence.",
+)
 
 
 def deepspeed_command(
@@ -36,63 +54,103 @@ def deepspeed_command(
     """The launcher command line: one node with `num_gpus` ranks (default: every GPU of this
     machine; CPU ranks, 1 by default, on a machine without GPUs), or the nodes of a DeepSpeed
     `hostfile`."""
+    _check_ranks(num_gpus)
     cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
     if hostfile:
         cmd += ["--hostfile", str(hostfile)]
     else:
-        ranks = num_gpus or _gpu_count() or 1
+        ranks = num_gpus if num_gpus is not None else _gpu_count() or 1
         cmd += ["--num_gpus", str(ranks), "--master_addr", "127.0.0.1"]
     cmd += ["--master_port", str(_free_port()), "--module", "vsm_kit.train.engine"]
     return cmd + ["--run-dir", str(run_dir)]
 
 
 def prepare(config: RunConfig) -> Path:
-    """Validate (config and data tree), resolve and write the run's `config.yaml`; returns the
-    run folder. Everything that can be wrong before training is reported here, not an hour in."""
+    """Validate (config, data tree and, for a run with a checkpoint, that the config resumes
+    it), then resolve and write the run's `config.yaml`; returns the run folder. Everything
+    that can be wrong before training is reported here, not an hour in, and nothing is written
+    before every check has passed."""
     config = config.resolved().validate()
     report = check_layout(config.data.data_dir, groups=list(config.data.mix), verify_images=0)
     if not report.ok:
         raise VsmKitError(f"data.data_dir: the data tree is incomplete\n\n{report}")
     run_dir = Path(config.output_dir)
+    saved = run_dir / "config.yaml"
+    if _has_checkpoint(run_dir / "checkpoints"):
+        _check_resumable(_saved_config(saved), config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    previous = run_dir / "config.yaml"
-    if previous.exists() and (run_dir / "checkpoints" / "latest").exists():
-        _check_resumable(RunConfig.load(previous), config)
-    config.save(previous)
+    config.save(saved)
     return run_dir
 
 
 def dry_run(config: RunConfig, num_gpus: int | None = None, hostfile: str | None = None) -> str:
     """Everything `TrainingRun.start` does but launching: validate, write the run's
     `config.yaml`; returns the launcher command line it would run, quoted for a shell."""
+    _check_ranks(num_gpus)
     return shlex.join(deepspeed_command(prepare(config), num_gpus, hostfile))
 
 
+def _check_ranks(num_gpus) -> None:
+    """The rank count: None (the launcher's default) or a positive whole number."""
+    if num_gpus is not None and (
+        isinstance(num_gpus, bool) or not isinstance(num_gpus, numbers.Integral) or num_gpus < 1
+    ):
+        raise VsmKitError(
+            f"num_gpus: {num_gpus!r} is not a rank count; Fix: give 1 or more, or leave it "
+            "out (None: every GPU of this machine, 1 rank on CPU)"
+        )
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether a launch into this run would resume from a checkpoint (as the engine decides)."""
+    if not folder.is_dir():
+        return False
+    from .checkpoints import Checkpoints
+
+    return Checkpoints(folder).last is not None
+
+
+def _saved_config(path: Path) -> RunConfig:
+    """The config the run's checkpoints were made with."""
+    fix = "restore it from a copy of the run, or use another output_dir for a fresh run"
+    if not path.exists():
+        raise VsmKitError(
+            f"{path} is missing, yet {path.parent / 'checkpoints'} holds checkpoints: a relaunch "
+            f"cannot be checked against them; Fix: {fix}"
+        )
+    try:
+        return RunConfig.load(path)
+    except VsmKitError as err:
+        raise VsmKitError(
+            f"{path} (the config the run's checkpoints were made with) cannot be read: {err}; "
+            f"Fix: {fix}"
+        ) from None
+
+
 def _check_resumable(old: RunConfig, new: RunConfig) -> None:
-    """A run resumes only with the settings that shape its data stream, its optimizer state
-    and its checkpoint's files (ZeRO-3 partitions the weights, ZeRO-2 does not)."""
-    fixed = (
-        "seed",
-        "optim.micro_batch",
-        "optim.grad_accum",
-        "lora.r",
-        "weights.arch",
-        "zero.stage",
-    )
-    for name in fixed:
-        a, b = _get(old, name), _get(new, name)
+    """Refuse a relaunch that changes any field outside `RESUMABLE`, naming the first."""
+    before, after = _flat(old.to_dict()), _flat(new.to_dict())
+    for name in [*before, *(k for k in after if k not in before)]:
+        if name.startswith(RESUMABLE):
+            continue
+        a, b = before.get(name, "(absent)"), after.get(name, "(absent)")
         if a != b:
             raise VsmKitError(
-                f"{name}: the run in {new.output_dir} has checkpoints made with {a}, not {b}; "
-                "use another output_dir or restore the setting"
+                f"{name}: the run in {new.output_dir} has checkpoints made with {a!r}, not "
+                f"{b!r}; Fix: restore {name} to {a!r} to resume the run, or use another "
+                "output_dir for a fresh run"
             )
 
 
-def _get(cfg: RunConfig, dotted: str):
-    value = cfg
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{dotted field name: value} of a config's nested dict (lists are values)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 class TrainingRun:
@@ -106,8 +164,10 @@ class TrainingRun:
     def start(
         cls, config: RunConfig, num_gpus: int | None = None, hostfile: str | None = None
     ) -> TrainingRun:
+        _check_ranks(num_gpus)
         run_dir = prepare(config)
         (run_dir / STATUS).unlink(missing_ok=True)
+        clear_failures(run_dir)
         log = open(run_dir / LOG, "ab")
         process = subprocess.Popen(
             deepspeed_command(run_dir, num_gpus, hostfile),
@@ -138,8 +198,11 @@ class TrainingRun:
 
     @property
     def status(self) -> str:
-        """ "starting", "running", "finished", "failed" or "stopped"."""
+        """ "starting", "running", "finished", "failed" (as soon as any rank has failed) or
+        "stopped"."""
         state = self._status_file().get("state")
+        if first_failure(self.output_dir):
+            state = "failed"
         if self.process is not None:
             code = self.process.poll()
             if code is None:
@@ -155,7 +218,9 @@ class TrainingRun:
 
     @property
     def error(self) -> str | None:
-        return self._status_file().get("error")
+        """The first failing rank's error (earliest; the others' are mostly lost connections
+        to it), with its rank, host and the file:line it was raised at."""
+        return first_failure(self.output_dir) or self._status_file().get("error")
 
     @property
     def step(self) -> int:

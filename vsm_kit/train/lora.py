@@ -36,7 +36,8 @@ FULLY_TRAINED = (
 
 
 def lora_targets(model: nn.Module, targets: list[str]) -> list[str]:
-    """Full names of the `nn.Linear` modules LoRA adapts: name contains a target, no exclusion."""
+    """Full names of the `nn.Linear` modules LoRA adapts: name contains a target (one of
+    `config.LORA_TARGETS`, checked by `RunConfig.validate`), no exclusion."""
     return sorted(
         name
         for name, module in model.named_modules()

@@ -4,13 +4,18 @@
   whose ranks skipped unreadable images counts them (`skipped_images`), and an event of that
   kind names them;
 - `status.json`: `{"state", "step", "total", "pid", "error"}`, replaced atomically;
-- `tensorboard/`: scalars under the original code's names (`train/loss`, `val/det_acc`, …).
+- `tensorboard/`: scalars under the original code's names (`train/loss`, `val/det_acc`, …);
+- `failures/rank_R.json`: written by every rank that fails (`{"time", "rank", "host", "type",
+  "message", "where"}`); the earliest is the run's error, since a rank's crash makes the others
+  fail too, with nothing but a lost connection to say.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -30,6 +35,7 @@ TB_NAMES = {
     "detection_loss_giou": "train/detection_giou_loss",
 }
 METRICS, STATUS, TENSORBOARD = "metrics.jsonl", "status.json", "tensorboard"
+FAILURES = "failures"
 
 
 class RunLog:
@@ -112,13 +118,43 @@ class RunLog:
 
     @staticmethod
     def fail(run_dir: Path, err: BaseException) -> None:
-        """Record the failure (rank 0), so a notebook following the run can show it."""
-        if int(os.environ.get("RANK", 0)) != 0:
+        """Record this rank's failure; rank 0 also marks the run failed with the first
+        failing rank's error, so a notebook following the run can show it."""
+        run_dir, rank = Path(run_dir), int(os.environ.get("RANK", 0))
+        frames = traceback.extract_tb(err.__traceback__)
+        record = {
+            "time": time.time(),
+            "rank": rank,
+            "host": socket.gethostname(),
+            "type": type(err).__name__,
+            "message": str(err),
+            "where": f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None,
+        }
+        with atomic_write(run_dir / FAILURES / f"rank_{rank}.json") as f:
+            f.write(json.dumps(record).encode())
+        if rank != 0:
             return
-        reason = "".join(traceback.format_exception_only(type(err), err)).strip()
-        status = {"state": "failed", "error": reason, "pid": os.getpid()}
-        with atomic_write(Path(run_dir) / STATUS) as f:
+        status = {"state": "failed", "error": first_failure(run_dir), "pid": os.getpid()}
+        with atomic_write(run_dir / STATUS) as f:
             f.write(json.dumps(status).encode())
+
+
+def first_failure(run_dir: Path) -> str | None:
+    """The earliest recorded rank failure of the run, as one line; None if no rank failed."""
+    records = [json.loads(p.read_text()) for p in Path(run_dir, FAILURES).glob("rank_*.json")]
+    if not records:
+        return None
+    first = min(records, key=lambda r: r["time"])
+    where = f" (at {first['where']})" if first["where"] else ""
+    message = f": {first['message']}" if first["message"] else ""
+    return f"rank {first['rank']} on {first['host']}: {first['type']}{message}{where}"
+
+
+def clear_failures(run_dir: Path) -> None:
+    """Forget the failures of a previous launch (a relaunch starts with none)."""
+    folder = Path(run_dir) / FAILURES
+    if folder.exists():
+        shutil.rmtree(folder)
 
 
 def skipped_images(history: list[dict]) -> list[str]:
