@@ -183,14 +183,14 @@ class AnnotationColumns:
         self.resolve = None
         self.skips = Skips("annotations")
         self.read = 0  # annotations read, kept or not
-        self._position: dict[Path, int] = {}  # annotations read so far, per file
+        self.read_from: dict[Path, int] = {}  # annotations read, per file
 
     def add(self, batch: Batch) -> None:
         d = batch.data
         ids, cats, boxes = _IMAGE_ID.findall(d), _CATEGORY_ID.findall(d), _BBOX.findall(d)
         # bbox texts never contain "]": end each with one and find the ends at once
         piece = b"]".join(boxes) + b"]" if boxes else b""
-        position = self._position.get(batch.path, 0)
+        position = self.read_from.get(batch.path, 0)
         if batch.scalars or not (
             len(ids) == len(cats) == len(boxes) == batch.count
             and _boxes_are_numbers(piece, len(boxes))
@@ -209,7 +209,7 @@ class AnnotationColumns:
             n_read = len(items)
         else:
             n_read = batch.count
-        self._position[batch.path] = position + n_read
+        self.read_from[batch.path] = position + n_read
         self.read += n_read
         ids = _ints(ids)
         self._resolved.append(self.resolve is not None)
@@ -440,7 +440,15 @@ def _write_chunk(f, body: bytes, first: bool) -> None:
 
 
 def require_boxes(inputs: list[Path], boxes: int, cols: AnnotationColumns, unknown: int):
-    """Refuse to write an index without a single box (it would replace a good one)."""
+    """Refuse to write an index without a single box, or without the boxes of a file none of
+    whose annotations is usable: it would replace a good index with a much worse one."""
+    for path, n in cols.skips.counts.items():
+        if n == cols.read_from[path]:
+            raise BadInputError(
+                f"{path}: none of its {n} annotations is usable ({cols.skips.examples[path][0]}; "
+                "…); the existing output is left as it was. Fix: download or extract the file "
+                "again"
+            )
     if not boxes:
         raise BadInputError(
             f"{', '.join(map(str, inputs))}: none of the {cols.read} annotations read can be "
