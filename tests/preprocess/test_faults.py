@@ -161,11 +161,15 @@ def test_bad_image_entry_is_left_out_and_counted(world_copy, step):
     read_back(world_copy, step)
 
 
-def test_goldg_refuses_a_bad_image_entry(world_copy):
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [("caption", None, "None"), ("file_name", 5, "5"), ("id", "7", "'7'"), ("data_source", 1, "1")],
+)
+def test_goldg_refuses_a_bad_image_entry(world_copy, field, value, shown):
     src = world_copy / MAIN_INPUT["goldg"]
-    edit(src, lambda d: d["images"][4].update(caption=None))
+    edit(src, lambda d: d["images"][4].update({field: value}))
     out = old_output(world_copy, "goldg", "[]")
-    with pytest.raises(VsmKitError, match=r"images\[4\] has caption None") as err:
+    with pytest.raises(VsmKitError, match=rf"images\[4\] has {field} {shown}") as err:
         run(world_copy, "goldg")
     assert str(src) in str(err.value) and "Fix:" in str(err.value)
     assert out.read_text() == "[]"
