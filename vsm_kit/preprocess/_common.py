@@ -440,22 +440,26 @@ def _write_chunk(f, body: bytes, first: bool) -> None:
         f.write(body if first else b"," + body)
 
 
+def require_usable(path: Path, read: int, skips: Skips) -> None:
+    """Refuse a file without a usable annotation (none at all, or all malformed): the output
+    would lose every box it contributes, a much worse file than the one it replaces."""
+    if read == skips.counts.get(path, 0):
+        why = f"all {read} are malformed ({skips.examples[path][0]}; …)" if read else "none"
+        raise BadInputError(
+            f"{path}: no usable annotation ({why}); the existing output is left as it was. "
+            "Fix: download or extract the file again"
+        )
+
+
 def require_boxes(inputs: list[Path], boxes: int, cols: AnnotationColumns, unknown: int):
-    """Refuse to write an index without a single box, or without the boxes of a file none of
-    whose annotations is usable: it would replace a good index with a much worse one."""
-    for path, n in cols.skips.counts.items():
-        if n == cols.read_from[path]:
-            raise BadInputError(
-                f"{path}: none of its {n} annotations is usable ({cols.skips.examples[path][0]}; "
-                "…); the existing output is left as it was. Fix: download or extract the file "
-                "again"
-            )
+    """Refuse to write an index without the boxes of one of its files, or without any box."""
+    for path in inputs:
+        require_usable(path, cols.read_from.get(path, 0), cols.skips)
     if not boxes:
         raise BadInputError(
             f"{', '.join(map(str, inputs))}: none of the {cols.read} annotations read can be "
-            f"indexed ({len(cols.skips)} malformed, {unknown} naming image ids the files do not "
-            "list); the existing output is left as it was. Fix: download or extract the "
-            "annotation files again"
+            f"indexed ({unknown} name image ids the files do not list); the existing output is "
+            "left as it was. Fix: download or extract the annotation files again"
         )
 
 

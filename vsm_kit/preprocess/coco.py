@@ -29,11 +29,12 @@ def build_coco_index(data_dir: Path, progress: bool = True) -> StepResult:
     """Group the boxes of both files (things, then stuff) by image file name.
 
     Refused, with the output left as it was: a file that is not JSON, truncated, without the
-    top-level `images` and `annotations` arrays, an image id listed with two file names, or
-    no box left to index. Counted and named in the warnings, and left out: image entries
-    without an integer `id` and a string `file_name`, annotations that are not objects or
-    whose `image_id`/`category_id` is not an integer or whose `bbox` is not 4 finite numbers
-    (one bad row should not cost a 1.5 M-box index), and annotations of unknown image ids."""
+    top-level `images` and `annotations` arrays, an image id listed with two file names, or a
+    file without a usable annotation (none, or all malformed) or no box left to index. Counted
+    and named in the warnings, and left out: image entries without an integer `id` and a string
+    `file_name`, annotations that are not objects or whose `image_id`/`category_id` is not an
+    integer or whose `bbox` is not 4 finite numbers (one bad row should not cost a 1.5 M-box
+    index), and annotations of unknown image ids."""
     inputs = require_inputs(data_dir, INPUTS, "coco")
     id_name: dict[int, str] = {}
     id_source: dict[int, Path] = {}

@@ -9,7 +9,15 @@ import orjson
 
 from ..data.sources.grounding import COMBINED, FLICKR, IMAGE_ROOTS, MIXED
 from ..fsutil import atomic_write
-from ._common import Skips, StepResult, bbox_problem, byte_bar, is_int, require_inputs
+from ._common import (
+    Skips,
+    StepResult,
+    bbox_problem,
+    byte_bar,
+    is_int,
+    require_inputs,
+    require_usable,
+)
 from ._stream import BadInputError, stream_arrays
 
 INPUTS = [MIXED, FLICKR]
@@ -53,13 +61,13 @@ def build_goldg(data_dir: Path, progress: bool = True, fix_ids: bool = False) ->
     annotations this moves; `fix_ids=True` attaches each one to the image its id names within
     its own file instead.
 
-    Refused, with the output left as it was: a file that is not JSON, truncated, or without
-    the top-level `images` and `annotations` arrays; an image entry without an integer `id`,
-    string `file_name`/`caption` (and a known `data_source` in the mixed file), since records
-    are found by list position and leaving one out would move every later annotation; no
-    record at all. Counted, named in the warnings and left out: annotations that are not
-    objects, or lack an integer `image_id`, `tokens_positive` spans or a bbox of 4 finite
-    numbers (what the training readers use)."""
+    Refused, with the output left as it was: a file that is not JSON, truncated, or without the
+    top-level `images` and `annotations` arrays; an image entry without an integer `id`, string
+    `file_name`/`caption` (and a known `data_source` in the mixed file), since records are found
+    by list position and leaving one out would move every later annotation; a file without image
+    entries or without a usable annotation. Counted, named in the warnings and left out:
+    annotations that are not objects, or lack an integer `image_id`, `tokens_positive` spans or
+    a bbox of 4 finite numbers (what the training readers use)."""
     inputs = require_inputs(data_dir, INPUTS, "goldg")
     records: list[bytes] = []  # serialised record heads, without instances
     anns: list[tuple[int, int, bytes]] = []  # (own-rule position, original-rule position, json)
@@ -99,15 +107,16 @@ def build_goldg(data_dir: Path, progress: bool = True, fix_ids: bool = False) ->
                     }
                     records.append(orjson.dumps(head)[:-1])
                 n_images += len(items)
+            if not n_images:
+                raise BadInputError(
+                    f"{path}: no image entries, so no GoldG record; the existing output is left "
+                    f"as it was. Fix: {_FIX}"
+                )
+            require_usable(path, n_anns, skips)
             for image_id, raw in pending:
                 pos = own_pos.get(image_id, -1)
                 unknown += pos < 0
                 anns.append((pos, image_id, raw))
-    if not records:
-        raise BadInputError(
-            f"{', '.join(map(str, inputs))}: no image entries, so no GoldG record; the existing "
-            f"output is left as it was. Fix: {_FIX}"
-        )
     differ = sum(1 for own, orig, _ in anns if own != orig)
     instances: list[list[bytes]] = [[] for _ in records]
     for own, orig, raw in anns:

@@ -48,9 +48,10 @@ def build_objects365_index(
 
     Annotations naming an unknown image id are counted, not fatal; with `check_images`, listed
     images absent on disk are reported too. As in the COCO step, a file that is not JSON, is
-    truncated, lacks the top-level `images`/`annotations` arrays or repeats `images`, or leaves
-    no box to index is refused (the output is left as it was); bad image entries and bad
-    annotations (see `AnnotationColumns`) are left out, counted and named in the warnings."""
+    truncated, lacks the top-level `images`/`annotations` arrays or repeats `images`, or has no
+    usable annotation (none, or all malformed) or no box to index is refused (the output is left
+    as it was); bad image entries and bad annotations (see `AnnotationColumns`) are left out,
+    counted and named in the warnings."""
     (path,) = require_inputs(data_dir, INPUTS, "objects365")
     image_ids, image_names = [], []
     cols = AnnotationColumns()
