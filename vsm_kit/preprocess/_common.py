@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import re
 import resource
 import time
@@ -17,9 +18,9 @@ import orjson
 from tqdm.auto import tqdm
 
 from ..data.layout import EXPECTED
-from ..errors import MissingDataError, VsmKitError
+from ..errors import MissingDataError
 from ..fsutil import atomic_write
-from ._stream import Batch, trim_heap
+from ._stream import BadInputError, Batch, trim_heap
 
 GROUPS_PER_WRITE = 2_000  # images serialised per write: bounds memory while writing
 
@@ -35,6 +36,7 @@ class StepResult:
     boxes: int = 0
     skipped: int = 0  # annotations of images skipped on purpose (known absent from the release)
     unknown_image_ids: int = 0  # annotations naming an image id the file does not list
+    malformed: int = 0  # rows left out because a field has the wrong type or value
     missing_images: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -64,20 +66,95 @@ def byte_bar(paths: list[Path], step: str, progress: bool):
     return tqdm(total=total, unit="B", unit_scale=True, desc=step, disable=not progress)
 
 
-_IMAGE_ID = re.compile(rb'"image_id"\s*:\s*(-?\d+)')
-_CATEGORY_ID = re.compile(rb'"category_id"\s*:\s*(-?\d+)')
+# ids: at most 18 digits (int64), ending the value; anything else goes the validating way
+_IMAGE_ID = re.compile(rb'"image_id"\s*:\s*(-?\d{1,18})(?=\s*[,}])')
+_CATEGORY_ID = re.compile(rb'"category_id"\s*:\s*(-?\d{1,9})(?=\s*[,}])')
 _BBOX = re.compile(rb'"bbox"\s*:\s*\[([^\]]*)\]')
-_ID = re.compile(rb'"id"\s*:\s*(-?\d+)')
+_ID = re.compile(rb'"id"\s*:\s*(-?\d{1,18})(?=\s*[,}])')
 _FILE_NAME = re.compile(rb'"file_name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_NUMBER_BYTES = b"0123456789+-.eE \t\r\n,]"  # what the bbox texts of a batch may hold
+SHOW = 3  # bad rows named in a warning
 
 
-def _field(items: list[dict], key: str, batch: Batch) -> list:
+class Skips:
+    """Rows left out of an output, counted per input file, the first few named (position in
+    the file's array, id, what is wrong) for the step's warnings."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.counts: dict[Path, int] = {}
+        self.examples: dict[Path, list[str]] = {}
+
+    def add(self, path: Path, key: str, position: int, item, why: str) -> None:
+        self.counts[path] = self.counts.get(path, 0) + 1
+        shown = self.examples.setdefault(path, [])
+        if len(shown) < SHOW:
+            ident = f" (id {item['id']!r})" if isinstance(item, dict) and "id" in item else ""
+            shown.append(f"{key}[{position}]{ident}: {why}")
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def warnings(self) -> list[str]:
+        return [
+            f"{n} {self.what} of {path} left out: "
+            + "; ".join(self.examples[path])
+            + ("; …" if n > SHOW else "")
+            for path, n in self.counts.items()
+        ]
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def is_int(value, bits: int = 63) -> bool:
+    """A JSON integer (not a bool, not a float) that fits a signed `bits + 1`-bit integer."""
+    return type(value) is int and -(1 << bits) <= value < 1 << bits
+
+
+def bbox_problem(bbox) -> str | None:
+    """Why `bbox` is not 4 finite numbers, or None."""
+    if not (
+        type(bbox) is list
+        and len(bbox) == 4
+        and all((type(v) is float and math.isfinite(v)) or is_int(v) for v in bbox)
+    ):
+        return f"bbox {_show(bbox)} is not 4 finite numbers"
+    return None
+
+
+def _annotation_problem(item) -> str | None:
+    if not isinstance(item, dict):
+        return f"{_show(item)} is not an object"
+    for key, bits in (("image_id", 63), ("category_id", 31)):
+        if key not in item:
+            return f"no {key!r}"
+        if not is_int(item[key], bits):
+            return f"{key} {_show(item[key])} is not an integer"
+    if "bbox" not in item:
+        return "no 'bbox'"
+    return bbox_problem(item["bbox"])
+
+
+def _boxes_are_numbers(piece: bytes, n: int) -> bool:
+    """Whether `piece` ("x,y,w,h]" n times, as the pattern captured) is n boxes of 4 JSON
+    numbers that fit a double (orjson refuses NaN, Infinity and overflowing numbers)."""
+    if piece.translate(None, _NUMBER_BYTES):  # anything but numbers, "," and "]"
+        return False
+    arr = np.frombuffer(piece, np.uint8)
+    ends, commas = np.flatnonzero(arr == 93), np.flatnonzero(arr == 44)
+    if ends.size != n or commas.size != 3 * n:
+        return False
+    by_box = commas.reshape(n, 3)  # each box's 3 commas lie between its "]" and the previous
+    if (by_box[:, 2] > ends).any() or (by_box[1:, 0] < ends[:-1]).any():
+        return False
     try:
-        return [item[key] for item in items]
-    except (KeyError, TypeError):
-        raise VsmKitError(
-            f"{batch.path}: an element of {batch.key!r} after byte {batch.offset} has no {key!r}"
-        ) from None
+        orjson.loads(b"[" + piece[:-1].replace(b"]", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _ints(values: list) -> np.ndarray:
@@ -90,9 +167,12 @@ def _ints(values: list) -> np.ndarray:
 class AnnotationColumns:
     """Per annotation: image id, category id and the bbox's JSON text, kept verbatim.
 
-    Fields are pulled from each batch's text by pattern, with no Python object per annotation;
-    a batch whose layout does not give exactly one match per element is parsed instead.
-    About 50 bytes per box are kept (ids, text end and the bbox text)."""
+    Fields are pulled from each batch's text by pattern, with no Python object per annotation,
+    when every element gives one integer id, one integer category and one box of 4 JSON
+    numbers; any other batch is parsed and validated element by element, and a bad element
+    (not an object, an id or category that is no integer, a bbox that is not 4 finite numbers)
+    is left out and counted in `skips`. About 50 bytes per box are kept (ids, text end and the
+    bbox text)."""
 
     def __init__(self):
         self._ids: list[np.ndarray] = []  # image ids, or their groups once `resolve` is set
@@ -102,21 +182,43 @@ class AnnotationColumns:
         self.bbox_text = bytearray()
         # ids → int32 groups, when the images are known before their annotations (saves memory)
         self.resolve = None
+        self.skips = Skips("annotations")
+        self.read = 0  # annotations read, kept or not
+        self.read_from: dict[Path, int] = {}  # annotations read, per file
 
     def add(self, batch: Batch) -> None:
         d = batch.data
         ids, cats, boxes = _IMAGE_ID.findall(d), _CATEGORY_ID.findall(d), _BBOX.findall(d)
-        if not len(ids) == len(cats) == len(boxes) == batch.count:
-            items = batch.parse()
-            ids, cats = _field(items, "image_id", batch), _field(items, "category_id", batch)
-            boxes = [orjson.dumps(b)[1:-1] for b in _field(items, "bbox", batch)]
+        # bbox texts never contain "]": end each with one and find the ends at once
+        piece = b"]".join(boxes) + b"]" if boxes else b""
+        position = self.read_from.get(batch.path, 0)
+        if batch.scalars or not (
+            len(ids) == len(cats) == len(boxes) == batch.count
+            and _boxes_are_numbers(piece, len(boxes))
+        ):
+            ids, cats, boxes = [], [], []
+            items = batch.parse_lenient()
+            for k, item in enumerate(items):
+                why = _annotation_problem(item)
+                if why:
+                    self.skips.add(batch.path, batch.key, position + k, item, why)
+                    continue
+                ids.append(item["image_id"])
+                cats.append(item["category_id"])
+                boxes.append(orjson.dumps(item["bbox"])[1:-1])
+            piece = b"]".join(boxes) + b"]" if boxes else b""
+            n_read = len(items)
+        else:
+            n_read = batch.count
+        self.read_from[batch.path] = position + n_read
+        self.read += n_read
         ids = _ints(ids)
         self._resolved.append(self.resolve is not None)
         self._ids.append(self.resolve(ids) if self.resolve else ids)
         self._cats.append(_ints(cats).astype(np.int32))
-        if boxes:  # bbox texts never contain "]": end each with one and find the ends at once
+        if boxes:
             start = len(self.bbox_text)
-            self.bbox_text += b"]".join(boxes) + b"]"
+            self.bbox_text += piece
             ends = np.flatnonzero(np.frombuffer(self.bbox_text, np.uint8, offset=start) == 93)
             self._ends.append((ends + start).astype(np.uint32 if start < 2**31 else np.int64))
 
@@ -142,9 +244,11 @@ class AnnotationColumns:
 
             try:
                 yield submit
-            finally:
-                while len(pending) >= 2:
+                while pending:  # the last batches too: their errors must not be lost
                     pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def group_by(self, sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """int32 [N]: `values[k]` for the image id `sorted_ids[k]` of each annotation, -1 where
@@ -176,16 +280,30 @@ def _cat(parts: list[np.ndarray], dtype=np.int64) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def image_columns(batch: Batch) -> tuple[list[int], list[str]]:
-    """(ids, file names) of a batch of COCO-style image entries."""
+def image_columns(batch: Batch, skips: Skips, position: int) -> tuple[list[int], list[str], int]:
+    """(ids, file names, entries read) of a batch of COCO-style image entries, which start at
+    `position` of the file's `images`; an entry without an integer `id` and a string
+    `file_name` is left out and counted in `skips` (its annotations then name an unknown id)."""
     d = batch.data
     ids, names = _ID.findall(d), _FILE_NAME.findall(d)
-    if len(ids) == len(names) == batch.count:
-        return [int(i) for i in ids], [
-            orjson.loads(b'"' + n + b'"') if b"\\" in n else n.decode() for n in names
-        ]
-    items = batch.parse()
-    return _field(items, "id", batch), _field(items, "file_name", batch)
+    if not batch.scalars and len(ids) == len(names) == batch.count:
+        names = [orjson.loads(b'"' + n + b'"') if b"\\" in n else n.decode() for n in names]
+        return [int(i) for i in ids], names, batch.count
+    ids, names = [], []
+    items = batch.parse_lenient()
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            why = f"{_show(item)} is not an object"
+        elif not is_int(item.get("id")):
+            why = f"id {_show(item.get('id'))} is not an integer"
+        elif type(item.get("file_name")) is not str or not item["file_name"]:
+            why = f"file_name {_show(item.get('file_name'))} is not a file name"
+        else:
+            ids.append(item["id"])
+            names.append(item["file_name"])
+            continue
+        skips.add(batch.path, batch.key, position + k, item, why)
+    return ids, names, len(items)
 
 
 def lookup(sorted_ids: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -320,6 +438,29 @@ def _assemble(
 def _write_chunk(f, body: bytes, first: bool) -> None:
     if body:
         f.write(body if first else b"," + body)
+
+
+def require_usable(path: Path, read: int, skips: Skips) -> None:
+    """Refuse a file without a usable annotation (none at all, or all malformed): the output
+    would lose every box it contributes, a much worse file than the one it replaces."""
+    if read == skips.counts.get(path, 0):
+        why = f"all {read} are malformed ({skips.examples[path][0]}; …)" if read else "none"
+        raise BadInputError(
+            f"{path}: no usable annotation ({why}); the existing output is left as it was. "
+            "Fix: download or extract the file again"
+        )
+
+
+def require_boxes(inputs: list[Path], boxes: int, cols: AnnotationColumns, unknown: int):
+    """Refuse to write an index without the boxes of one of its files, or without any box."""
+    for path in inputs:
+        require_usable(path, cols.read_from.get(path, 0), cols.skips)
+    if not boxes:
+        raise BadInputError(
+            f"{', '.join(map(str, inputs))}: none of the {cols.read} annotations read can be "
+            f"indexed ({unknown} name image ids the files do not list); the existing output is "
+            "left as it was. Fix: download or extract the annotation files again"
+        )
 
 
 class Timer:

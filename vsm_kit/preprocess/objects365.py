@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from ..data.sources.objects365 import IMAGE_DIR, MISSING_IMAGES, strip_prefix
-from ..errors import VsmKitError
 from ._common import (
     AnnotationColumns,
+    Skips,
     StepResult,
     byte_bar,
     image_columns,
     lookup,
+    require_boxes,
     require_inputs,
     write_box_index,
 )
-from ._stream import stream_arrays
+from ._stream import BadInputError, stream_arrays
 
 INPUTS = ["object365/zhiyuan_objv2_train.json"]
 OUTPUT = "object365/image2bboxes.json"
@@ -46,10 +47,16 @@ def build_objects365_index(
     """Group boxes by stripped file name, skipping the three images the release lacks.
 
     Annotations naming an unknown image id are counted, not fatal; with `check_images`, listed
-    images absent on disk are reported too."""
+    images absent on disk are reported too. As in the COCO step, a file that is not JSON, is
+    truncated, lacks the top-level `images`/`annotations` arrays or repeats `images`, or has no
+    usable annotation (none, or all malformed) or no box to index is refused (the output is left
+    as it was); bad image entries and bad annotations (see `AnnotationColumns`) are left out,
+    counted and named in the warnings."""
     (path,) = require_inputs(data_dir, INPUTS, "objects365")
     image_ids, image_names = [], []
     cols = AnnotationColumns()
+    bad_images = Skips("image entries")
+    position = 0
     lookup_table = None
     with byte_bar([path], "objects365", progress) as bar, cols.in_background() as submit:
         for batch in stream_arrays(path, ("images", "annotations"), bar.update):
@@ -62,8 +69,12 @@ def build_objects365_index(
                 submit(batch)
             else:
                 if lookup_table is not None:
-                    raise VsmKitError(f"{path}: the key 'images' appears twice in the object")
-                ids, names = image_columns(batch)
+                    raise BadInputError(
+                        f"{path}: the key 'images' appears twice in the object. Fix: this is "
+                        "not the released file; download it again"
+                    )
+                ids, names, n_read = image_columns(batch, bad_images, position)
+                position += n_read
                 image_ids.extend(ids)
                 image_names.extend(map(strip_prefix, names))
     if lookup_table is None:  # annotations came before images (or there were none)
@@ -77,11 +88,14 @@ def build_objects365_index(
     n_boxes = int((group >= 0).sum())
     used = np.flatnonzero(np.bincount(group[group >= 0], minlength=len(names)))
     out = data_dir / OUTPUT
+    require_boxes([path], n_boxes, cols, unknown)
     n_images = write_box_index(out, names, group, cols)  # consumes `group`
     del group
     result = StepResult(
         "objects365", out, "built", n_images, n_boxes, skipped=skipped, unknown_image_ids=unknown
     )
+    result.malformed = len(bad_images) + len(cols.skips)
+    result.warnings += bad_images.warnings() + cols.skips.warnings()
     if unknown:
         result.warnings.append(
             f"{unknown} annotations name image ids that {path.name} does not list (left out)"
