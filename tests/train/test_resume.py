@@ -22,12 +22,13 @@ KILL_AT_SAVE = "VSM_KIT_TEST_KILL_AT_SAVE"
 SITECUSTOMIZE = f"""
 import os, signal
 if os.environ.get("LOCAL_RANK") == "0" and os.environ.get("{KILL_AT_SAVE}"):
+    kill_at = os.environ.pop("{KILL_AT_SAVE}")  # the rank's own subprocesses run no hook
     from vsm_kit.train import checkpoints
 
     save = checkpoints.Checkpoints.save_rank_state
 
     def save_rank_state(self, tag, state):
-        if tag == os.environ["{KILL_AT_SAVE}"]:
+        if tag == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         save(self, tag, state)
 
