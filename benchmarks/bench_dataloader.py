@@ -40,10 +40,12 @@ SIZES = ((640, 480), (1024, 768))  # (W, H)
 
 
 def resized_copy(src: Path, dst: Path, size: tuple[int, int], seed: int = 0) -> None:
-    """Copy `src` to `dst`, re-encoding every JPEG at `size` (quality 90). Annotations keep the
-    old coordinates, so boxes no longer match the pixels; that does not matter for throughput.
-    Demo images are flat synthetic shapes (~9 KB); a light grain (σ = 10) gives files of a
-    photo's size and decoding cost (~110 KB at 640×480, like COCO), else decoding is too cheap."""
+    """Copy `src` to `dst`, re-encoding every JPEG at `size` (quality 90) and resizing the
+    COCO-Stuff label maps to match (nearest: they hold class ids; a label map must have its
+    image's size). Annotations keep the old coordinates, so boxes no longer match the pixels;
+    that does not matter for throughput. Demo images are flat synthetic shapes (~9 KB); a light
+    grain (σ = 10) gives files of a photo's size and decoding cost (~110 KB at 640×480, like
+    COCO), else decoding is too cheap."""
     shutil.copytree(src, dst)
     rng = np.random.default_rng(seed)
     for p in sorted(dst.rglob("*.jpg")):
@@ -51,6 +53,9 @@ def resized_copy(src: Path, dst: Path, size: tuple[int, int], seed: int = 0) -> 
             a = np.asarray(im.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32)
         a += rng.normal(0, 10, (*a.shape[:2], 1)).astype(np.float32)
         Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, "JPEG", quality=90)
+    for p in sorted((dst / "cocostuff").rglob("*.png")):
+        with Image.open(p) as im:
+            im.resize(size, Image.NEAREST).save(p)
 
 
 def expand_np(image: np.ndarray) -> np.ndarray:

@@ -62,6 +62,15 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
+def save_safetensors(state: dict, path: str | Path, metadata: dict | None = None) -> None:
+    """safetensors' `save_file` with the usual permissions (it writes its files 0600);
+    `metadata` defaults to the `{"format": "pt"}` transformers expects."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata=metadata or {"format": "pt"})
+    os.chmod(path, file_mode())
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"

@@ -1,9 +1,11 @@
 import hashlib
+import stat
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from vsm_kit import fsutil
 from vsm_kit.demo import ensure_demo_world, make_demo_world
 from vsm_kit.jsonio import load_json
 
@@ -111,3 +113,14 @@ def test_real_format_quirks_present(demo_world):
     assert all(im["file_name"].startswith("images/v") for im in o365["images"])
     boxes = np.array([a["bbox"] for a in o365["annotations"]])
     assert (boxes[:, 2] == 0).any() and (boxes[:, 0] < 0).any()
+
+
+def test_files_and_folders_get_the_umasks_permissions(demo_world):
+    """safetensors writes 0600 and temporary folders are 0700: the world's outputs must not."""
+    mask = fsutil.umask()
+    wrong = [
+        (str(p), oct(stat.S_IMODE(p.stat().st_mode)))
+        for p in demo_world.root.rglob("*")
+        if stat.S_IMODE(p.stat().st_mode) != (0o777 if p.is_dir() else 0o666) & ~mask
+    ]
+    assert not wrong, wrong[:5]

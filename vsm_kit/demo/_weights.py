@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
-from safetensors.torch import save_file
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionModel,
@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from ..data.classes import cocostuff_classes, objects365_classes
+from ..fsutil import file_mode, save_safetensors
 from ..model.architecture import VSMArch
 from ..model.heads import owlvit_config
 from ..model.tokenizer import IM_END, IM_PATCH, IM_START, save_tokenizer
@@ -110,9 +111,16 @@ def write_tokenizer(
     return vocab + 3
 
 
+def _save_model(model, folder: Path) -> None:
+    """`save_pretrained` with the usual permissions (safetensors writes its files 0600)."""
+    model.save_pretrained(folder)
+    for weights in folder.glob("*.safetensors"):
+        os.chmod(weights, file_mode())
+
+
 def write_clip(folder: Path, arch: VSMArch) -> None:
     torch.manual_seed(1)
-    CLIPVisionModel(clip_config(arch.clip)).save_pretrained(folder)
+    _save_model(CLIPVisionModel(clip_config(arch.clip)), folder)
     CLIPImageProcessor(
         size={"shortest_edge": arch.clip.image_size},
         crop_size={"height": arch.clip.image_size, "width": arch.clip.image_size},
@@ -134,7 +142,7 @@ def write_owlvit(folder: Path, arch: VSMArch) -> None:
             layer.weight.normal_(0.0, 1e-3)
             layer.bias.zero_()
         detector.class_head.logit_shift.bias.fill_(-4.0)  # prior probability about 2%
-    detector.save_pretrained(folder)
+    _save_model(detector, folder)
     s = arch.owlvit.image_size
     OwlViTImageProcessor(
         size={"height": s, "width": s},
@@ -155,7 +163,7 @@ def write_llava_base(folder: Path, arch: VSMArch, clip_name: str) -> None:
     proj = torch.nn.Linear(arch.clip.hidden_size, arch.llama.hidden_size)
     state["model.mm_projector.weight"] = proj.weight.detach().contiguous()
     state["model.mm_projector.bias"] = proj.bias.detach().contiguous()
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    save_safetensors(state, folder / "model.safetensors")
     config = lm.config.to_dict()
     config.update(
         {
@@ -201,7 +209,7 @@ def write_vsm_original_layout(
     weight_map = {}
     for n, part in enumerate((keys[:half], keys[half:]), 1):
         name = f"model-{n:05d}-of-00002.safetensors"
-        save_file({k: state[k] for k in part}, str(folder / name), metadata={"format": "pt"})
+        save_safetensors({k: state[k] for k in part}, folder / name)
         weight_map.update(dict.fromkeys(part, name))
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)

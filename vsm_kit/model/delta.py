@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..errors import VsmKitError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, save_safetensors
 from .weights import TensorStore
 
 KEPT_WHOLE = ("model.mm_projector.weight", "model.mm_projector.bias")
@@ -52,7 +51,7 @@ def apply_delta(
             nonlocal shard, size
             if shard:
                 name = f"model-{len(names) + 1:05d}.safetensors"
-                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                save_safetensors(shard, tmp / name)
                 names.append(name)
                 weight_map.update(dict.fromkeys(shard, name))
                 shard, size = {}, 0

@@ -20,11 +20,10 @@ from pickle import UnpicklingError
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, OwlViTConfig
 
 from ..errors import MalformedJsonError, MissingDataError, VsmKitError
-from ..fsutil import atomic_dir, file_mode
+from ..fsutil import atomic_dir, save_safetensors
 from .architecture import (
     ClipArch,
     LlamaArch,
@@ -489,22 +488,16 @@ def _save_sharded(state: dict[str, torch.Tensor], folder: Path) -> None:
         size += n
     shards.append(current)
     if len(shards) == 1:
-        _save_file(shards[0], folder / "model.safetensors")
+        save_safetensors(shards[0], folder / "model.safetensors")
         return
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        _save_file(shard, folder / name)
+        save_safetensors(shard, folder / name)
         weight_map.update(dict.fromkeys(shard, name))
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
     )
-
-
-def _save_file(state: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors' save_file with the usual permissions (it writes its files 0600)."""
-    save_file(state, str(path), metadata={"format": "pt"})
-    os.chmod(path, file_mode())
 
 
 def init_vsm_from_base(
