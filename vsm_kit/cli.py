@@ -436,10 +436,14 @@ def _train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error (`VsmKitError`, a bad argument) prints one message and
-    returns 2. Anything else is a bug and keeps its traceback."""
+    returns 2, Ctrl-C one line and 130 (the shell's code for SIGINT). Anything else is a bug
+    and keeps its traceback."""
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except VsmKitError as err:
+    except VsmKitError as err:  # an interrupted preprocess is one: it says what was kept
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 130 if isinstance(err, KeyboardInterrupt) else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -176,3 +176,14 @@ def test_a_library_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(vsm_kit.data, "check_layout", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["check", "."])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import vsm_kit.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vsm_kit.data, "check_layout", interrupted)
+    assert main(["check", "."]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -248,7 +248,7 @@ def test_ctrl_c_says_what_was_kept_and_leaves_no_temp(world_copy, monkeypatch, c
 
     monkeypatch.setattr(_common, "_write_chunk", interrupt_objects365)
     if cli:
-        assert main(["preprocess", "--data-dir", str(world_copy)]) == 2
+        assert main(["preprocess", "--data-dir", str(world_copy)]) == 130  # 128 + SIGINT
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.count("error:") == 1
         msg = err
