@@ -8,6 +8,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# DeepSpeed's JIT-built ops live in the venv, built once by `make venv`: no test waits for (or
+# kills) a build, and no other checkout's venv shares or rebuilds them
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
+DS_OPS := ShareMemCommBuilder FusedAdamBuilder CPUAdamBuilder
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 DEMO_DIR := runs/demo
@@ -21,6 +25,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	DS_ACCELERATOR=cpu $(PY) -c 'import sys; from deepspeed.accelerator import get_accelerator; \
+	  [get_accelerator().create_op_builder(n).load() for n in sys.argv[1:]]' $(DS_OPS)
 	touch $@
 
 demo: venv

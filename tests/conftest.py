@@ -1,9 +1,11 @@
-"""Shared fixtures: one demo world per test run; nothing reaches the network."""
+"""Shared fixtures: one demo world per test run; nothing reaches the network; the run leaves
+/dev/shm as it found it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -11,6 +13,26 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 matplotlib.use("Agg")
+
+SHM = Path("/dev/shm")
+
+
+def _shm_files() -> set[str]:
+    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shm_left_as_found():
+    """Fails the run naming every file it left in /dev/shm (RAM that nothing frees); the
+    DeepSpeed buffers among them are then removed, so that the machine does not fill up."""
+    before = _shm_files()
+    yield
+    left = sorted(_shm_files() - before)
+    if left:
+        from vsm_kit.train import shm
+
+        shm.sweep_stale([SHM / name for name in left if name.startswith(shm.PREFIX)])
+        pytest.fail(f"the tests left {len(left)} file(s) in {SHM}: " + ", ".join(left))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 import vsm_kit
 from vsm_kit.convert import convert, merge
+from vsm_kit.train import shm
 from vsm_kit.train.config import RunConfig
 from vsm_kit.train.launch import TrainingRun
 
@@ -36,6 +37,20 @@ def launch(config: RunConfig, num_gpus: int = 2, expect: str = "finished") -> Tr
     run = TrainingRun.start(config, num_gpus=num_gpus)
     assert run.wait(TIMEOUT) == expect, run.log_tail(40)
     return run
+
+
+def assert_buffers_freed(run: TrainingRun, ranks: int) -> None:
+    """The run's last launch released each rank's shared-memory buffer (on this machine, under
+    its TrainingRun's port when known), and no buffer of any of its launches is left."""
+    events = [r for r in run.history() if r["kind"] == "shared_memory"]
+    assert events, "the run logged no release of its shared-memory buffers"
+    released = [Path(p) for p in events[-1]["released"]]
+    port = run.port or released[0].name.split("_")[-2]
+    assert released == [shm.buffer_path(r, "127.0.0.1", str(port)) for r in range(ranks)]
+    for event in events:
+        for path in event["released"]:
+            port = Path(path).name.split("_")[-2]
+            assert shm.run_buffers(port) == [], path
 
 
 def step_records(run: TrainingRun, after: int = 0) -> dict[int, dict]:

@@ -14,6 +14,8 @@ from vsm_kit.train.config import RunConfig
 from vsm_kit.train.launch import TrainingRun
 from widgets import RunForm
 
+from .conftest import assert_buffers_freed
+
 CONFIGS = Path(vsm_kit.__file__).parent / "configs"
 TIMEOUT = 600  # the first DeepSpeed run on a machine JIT-builds an op (about a minute)
 
@@ -49,6 +51,7 @@ def test_train_kill_and_resume_step_exactly(demo_world, tmp_path):
         time.sleep(0.05)
     form.stop()
     assert run.status == "stopped"
+    assert_buffers_freed(run, ranks=2)
     saved = int(ckpts.last.removeprefix("global_step"))
     before = {r["step"]: r for r in reversed(_steps(run.history()))}  # first occurrences
     assert saved + 1 in before and saved >= 5
@@ -59,6 +62,7 @@ def test_train_kill_and_resume_step_exactly(demo_world, tmp_path):
 
     again = TrainingRun.start(cfg, num_gpus=2)
     assert again.wait(TIMEOUT) == "finished", again.log_tail(40)
+    assert_buffers_freed(again, ranks=2)
     history = again.history()
     resumed = [r for r in history if r["kind"] == "resumed"]
     assert resumed[-1]["step"] == saved and resumed[-1]["tag"] == f"global_step{saved}"

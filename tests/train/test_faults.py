@@ -20,7 +20,7 @@ from vsm_kit.train.config import LORA_TARGETS, ConfigError, RunConfig
 from vsm_kit.train.launch import TrainingRun, deepspeed_command, dry_run, prepare
 from vsm_kit.train.runlog import RunLog
 
-from .conftest import TIMEOUT, run_config
+from .conftest import TIMEOUT, assert_buffers_freed, run_config
 
 FAIL_RANK = "VSM_KIT_TEST_FAIL_RANK"
 # on the named rank only, every sample drawn raises, so it fails at its first training step
@@ -179,6 +179,7 @@ def test_the_first_failing_rank_is_the_runs_error(demo_world, tmp_path, monkeypa
     finally:
         run.stop()
     assert run.status == "failed"
+    assert_buffers_freed(run, ranks=2)
 
     records = [json.loads(p.read_text()) for p in (run.output_dir / "failures").glob("*.json")]
     first = min(records, key=lambda r: r["time"])

@@ -38,6 +38,7 @@ from .config import RunConfig
 from .hybrid import HybridDataset, StepSampler
 from .lora import trainable_summary, wrap_lora
 from .runlog import RunLog
+from .shm import release_rank_buffer
 from .validate import ValidationSet, evaluate
 
 LOSS_KEYS = (
@@ -141,6 +142,10 @@ def train(run_dir: Path) -> None:
     if accel.device_name() != "cpu":
         accel.set_device(local_rank)
     device = torch.device(accel.device_name(local_rank))
+    # every rank has now mapped every rank's shared-memory buffer (CPU runs): drop the names so
+    # that the memory goes back when the ranks exit, however they exit
+    dist.barrier()
+    released = _gather([str(p)] if (p := release_rank_buffer(rank)) else [], world)
     ckpt = Checkpoints(run_dir / "checkpoints", rank)
     ga = cfg.optim.grad_accum
     shape = {"world_size": world, "micro_batch": cfg.optim.micro_batch, "grad_accum": ga}
@@ -153,6 +158,8 @@ def train(run_dir: Path) -> None:
     torch.manual_seed(cfg.seed)
 
     log = RunLog(run_dir, rank, cfg.total_steps)
+    if released:
+        log.event("shared_memory", released=released)
     model, tokenizer, ids = build_model(cfg)
     log.event("model", trainable=trainable_summary(model))
     engine, _, _, scheduler = deepspeed.initialize(

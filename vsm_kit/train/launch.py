@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data.layout import check_layout
 from ..errors import VsmKitError
+from . import shm
 from .config import RunConfig
 from .runlog import METRICS, STATUS, clear_failures, first_failure
 
@@ -49,11 +51,14 @@ RESUMABLE = (
 
 
 def deepspeed_command(
-    run_dir: Path, num_gpus: int | None = None, hostfile: str | None = None
+    run_dir: Path,
+    num_gpus: int | None = None,
+    hostfile: str | None = None,
+    port: int | None = None,
 ) -> list[str]:
     """The launcher command line: one node with `num_gpus` ranks (default: every GPU of this
     machine; CPU ranks, 1 by default, on a machine without GPUs), or the nodes of a DeepSpeed
-    `hostfile`."""
+    `hostfile`; rank 0 listens on `port` (default: a free one)."""
     _check_ranks(num_gpus)
     cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
     if hostfile:
@@ -61,7 +66,7 @@ def deepspeed_command(
     else:
         ranks = num_gpus if num_gpus is not None else _gpu_count() or 1
         cmd += ["--num_gpus", str(ranks), "--master_addr", "127.0.0.1"]
-    cmd += ["--master_port", str(_free_port()), "--module", "vsm_kit.train.engine"]
+    cmd += ["--master_port", str(port or _free_port()), "--module", "vsm_kit.train.engine"]
     return cmd + ["--run-dir", str(run_dir)]
 
 
@@ -154,11 +159,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 class TrainingRun:
-    """A run folder and, when this process started it, its launcher process."""
+    """A run folder and, when this process started it, its launcher process (and the port
+    that names the run's shared-memory buffers, freed once it has ended)."""
 
-    def __init__(self, run_dir: str | Path, process: subprocess.Popen | None = None):
+    def __init__(
+        self, run_dir: str | Path, process: subprocess.Popen | None = None, port: int | None = None
+    ):
         self.output_dir = Path(run_dir)
         self.process = process
+        self.port = port
+        self._reaped = process is None
 
     @classmethod
     def start(
@@ -169,15 +179,24 @@ class TrainingRun:
         (run_dir / STATUS).unlink(missing_ok=True)
         clear_failures(run_dir)
         log = open(run_dir / LOG, "ab")
+        for path, size in shm.sweep_stale():
+            message = (
+                f"removed {path} ({size / 2**20:.0f} MB of shared memory), left by a training "
+                "run killed before it could free it"
+            )
+            log.write(f"[vsm-kit] {message}\n".encode())
+            warnings.warn(message, shm.StaleBufferWarning, stacklevel=2)
+        log.flush()
+        port = _free_port()
         process = subprocess.Popen(
-            deepspeed_command(run_dir, num_gpus, hostfile),
+            deepspeed_command(run_dir, num_gpus, hostfile, port),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stop() ends the launcher and every rank together
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        return cls(run_dir, process)
+        return cls(run_dir, process, port)
 
     @classmethod
     def attach(cls, run_dir: str | Path) -> TrainingRun:
@@ -207,6 +226,7 @@ class TrainingRun:
             code = self.process.poll()
             if code is None:
                 return state if state in ("running", "failed") else "starting"
+            self._reap()
             if code < 0 or code == 128 + signal.SIGTERM:
                 return "stopped"
             if state in ("finished", "failed"):
@@ -256,6 +276,15 @@ class TrainingRun:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        """Once the launcher has ended: free the buffers of ranks that ended before freeing
+        their own (stopped or failed while starting). The ranks may outlive the launcher by a
+        moment; a buffer still in use is left to the next launch's sweep."""
+        if not self._reaped:
+            self._reaped = True
+            shm.sweep_stale(shm.run_buffers(self.port))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; returns its final status."""
