@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from vsm_kit.data.images import decode_rgb
-from vsm_kit.model.image_inputs import ImageInputs
+from vsm_kit.model.image_inputs import ImageInputs, decode_rgb
 
 from .sideenv import run_side
 

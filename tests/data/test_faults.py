@@ -19,7 +19,7 @@ from PIL import Image
 from vsm_kit.cli import main
 from vsm_kit.data import check_layout, open_source
 from vsm_kit.data import images as images_mod
-from vsm_kit.data.images import decode_rgb, image_size, load_rgb, verify_image
+from vsm_kit.data.images import image_size, load_rgb, verify_image
 from vsm_kit.errors import (
     AnnotationError,
     CorruptImageError,
@@ -28,6 +28,7 @@ from vsm_kit.errors import (
     VsmKitError,
 )
 from vsm_kit.jsonio import load_json
+from vsm_kit.model.image_inputs import decode_rgb
 from vsm_kit.preprocess import preprocess
 
 # --- annotation files: every source x {missing, empty, truncated, wrong-shaped, bad value} ---

@@ -6,8 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vsm_kit.data.images import decode_rgb, load_rgb
-from vsm_kit.model.image_inputs import CLIP_MEAN, CLIP_STD, PAD_RGB, ImageInputs, expand_to_square
+from vsm_kit.data.images import load_rgb
+from vsm_kit.model.image_inputs import (
+    CLIP_MEAN,
+    CLIP_STD,
+    PAD_RGB,
+    ImageInputs,
+    decode_rgb,
+    expand_to_square,
+)
 
 
 def _numpy_reference(image: np.ndarray, size: int) -> np.ndarray:

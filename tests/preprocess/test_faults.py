@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from vsm_kit.cli import main
+from vsm_kit.data import tree
 from vsm_kit.errors import MissingDataError, VsmKitError
 from vsm_kit.preprocess import _common, _stream, open_output, preprocess
 from vsm_kit.preprocess.run import STEPS, PreprocessInterrupted
@@ -35,7 +36,7 @@ def run(ds, step, **kw):
 
 def read_back(ds, step):
     """The output as orjson parses it, after the project's reader took it too."""
-    out = ds / STEPS[step][1]
+    out = tree.at(ds, *STEPS[step][1])
     open_output(step, ds).box_table()
     return orjson.loads(out.read_bytes())
 
@@ -51,7 +52,7 @@ def expected_without(ds, tmp_path, step, k):
 
 def old_output(ds, step, text):
     """An existing output older than the inputs (so the step runs)."""
-    out = ds / STEPS[step][1]
+    out = tree.at(ds, *STEPS[step][1])
     out.write_text(text)
     os.utime(out, (0, 0))
     return out
@@ -209,7 +210,7 @@ def test_unusable_input_is_refused_naming_it_and_keeps_the_output(world_copy, st
 
 def test_missing_input_with_an_up_to_date_output_is_a_message(world_copy, capsys):
     preprocess(world_copy, only=["coco"], progress=False)
-    out = world_copy / STEPS["coco"][1]
+    out = tree.at(world_copy, *STEPS["coco"][1])
     before = out.read_bytes()
     (world_copy / "cocostuff/annotations/stuff_train2017.json").unlink()
     assert main(["preprocess", "--data-dir", str(world_copy), "--only", "coco"]) == 2

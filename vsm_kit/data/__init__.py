@@ -1,12 +1,12 @@
 """The training data: layout check, one reader per source, box conventions, statistics."""
 
-from .layout import EXPECTED, GROUP_NAMES, LayoutReport, check_layout
+from . import tree
+from .layout import GROUP_NAMES, LayoutReport, check_layout
 from .records import BoxTable, Record, Target
 from .sources import GROUPS, SOURCES, Source, open_source, open_sources
 from .stats import STATS_COLUMNS, class_frequency, format_table, source_stats
 
 __all__ = [
-    "EXPECTED",
     "GROUPS",
     "GROUP_NAMES",
     "SOURCES",
@@ -22,4 +22,5 @@ __all__ = [
     "open_source",
     "open_sources",
     "source_stats",
+    "tree",
 ]

@@ -1,11 +1,11 @@
 """Image decoding: RGB uint8 arrays in the stored pixel grid (annotations refer to it).
 
-Only `decode_rgb` (the training pipeline's tensor path) needs torch, and imports it itself, so
-the data-only commands and readers never load torch.
+Nothing here needs torch (the data-only commands and readers never load it); the training
+pipeline's tensor decode, `decode_rgb`, lives in `vsm_kit.model.image_inputs`.
 
 16-bit images (PNG grey `I;16`/`I;16B`, 32-bit `I`, 16-bit RGB) become 8-bit by keeping the high
 byte (`value >> 8`; `I` values are first clipped to 0..65535), identically in `load_rgb` and
-`decode_rgb`.
+`vsm_kit.model.image_inputs.decode_rgb`.
 
 Images over `max_image_pixels()` pixels (default: 2 x PIL's `MAX_IMAGE_PIXELS`, the size PIL
 itself refuses) raise `ImageTooLargeError` before any pixel is decoded. Raise the limit with the
@@ -18,17 +18,12 @@ import contextlib
 import errno
 import os
 import threading
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import CorruptImageError, ImageTooLargeError, MissingDataError, VsmKitError
-
-if TYPE_CHECKING:
-    import torch
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -139,35 +134,3 @@ def verify_image(path: str | Path) -> str | None:
             return str(err).split(": ", 1)[-1]
         return str(err)  # a message that leads with the file already
     return None
-
-
-def decode_rgb(path: str | Path) -> torch.Tensor:
-    """Decode `path` once to uint8 [3, H, W] (libjpeg-turbo/libpng through torchvision, about
-    twice as fast as PIL); the same pixel grid as `load_rgb` (no EXIF rotation)."""
-    path = Path(path)
-    image_size(path)  # header only: a missing, looping or oversized file fails here, named
-    # torchvision 0.29 marks its decoders deprecated in favour of torchcodec (not in our stack)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _decode_rgb(path)
-
-
-def _decode_rgb(path: Path) -> torch.Tensor:
-    import torch
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    try:
-        out = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        reason = str(err).splitlines()[0]
-    else:
-        if out.dtype == torch.uint8:
-            return out
-        reason = None  # 16-bit: PIL's path keeps the high byte, as `load_rgb` does
-    # formats torchvision does not decode (e.g. a JPEG in CMYK) go through PIL instead
-    try:
-        return torch.from_numpy(load_rgb(path)).permute(2, 0, 1).contiguous()
-    except CorruptImageError:
-        if reason is None:
-            raise
-        raise CorruptImageError(path, reason) from None

@@ -1,4 +1,4 @@
-"""The data tree the original tool expects, and a check that reports what is there.
+"""A check that reports what is there of the data tree the original tool expects (`tree.PATHS`).
 
 Every entry says where the piece comes from and what uses it, so a problem in the report reads
 as a to-do item. Files written by `vsm-kit preprocess` are listed but never fail the check.
@@ -10,176 +10,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import tree
 from .images import link_problem, verify_image
+from .sources import GROUPS
+from .tree import Entry
 
-GROUP_NAMES = ("general_segdet", "refer_seg", "mixed_grounding", "vqa")
+GROUP_NAMES = tuple(GROUPS)  # the original tool's --dataset names, in its order
 
-_COCO17 = "COCO-2017 (cocodataset.org): annotations_trainval2017.zip → coco2017/annotations/"
-_REFER = "REFER annotations (refer_seg release used by LISA/V*) → refer_seg/{}/"
-_MDETR = "MDETR pre-processed annotations (mdetr_annotations) → MixedGrounding/"
-_VQA = "Hugging Face dataset craigwu/vsm_vqa_data → vsm_vqa_data/"
-
-
-@dataclass(frozen=True)
-class Expected:
-    """One path under the dataset root. Folders count files whose names end with `suffix`."""
-
-    path: str
-    groups: tuple[str, ...]
-    origin: str
-    used_by: str
-    folder: bool = False
-    suffix: str = ".jpg"
-    recursive: bool = False
-    built: bool = False  # produced by `vsm-kit preprocess`, not downloaded
-
-
-def _refer(ds: str, by: str) -> list[Expected]:
-    return [
-        Expected(
-            f"refer_seg/{ds}/instances.json",
-            ("refer_seg",),
-            _REFER.format(ds),
-            f"{ds} reader: boxes and masks",
-        ),
-        Expected(
-            f"refer_seg/{ds}/refs({by}).p",
-            ("refer_seg",),
-            _REFER.format(ds),
-            f"{ds} reader: referring expressions and splits",
-        ),
-    ]
-
-
-EXPECTED: tuple[Expected, ...] = (
-    Expected(
-        "coco2017/annotations/instances_train2017.json",
-        ("general_segdet",),
-        _COCO17,
-        "preprocess (COCO step) → COCO-Stuff boxes",
-    ),
-    Expected(
-        "coco2017/train2017",
-        ("general_segdet", "vqa"),
-        "COCO-2017 train2017.zip → coco2017/train2017/",
-        "COCO-Stuff, PACO-LVIS and VQA images",
-        folder=True,
-    ),
-    Expected(
-        "cocostuff/annotations/stuff_train2017.json",
-        ("general_segdet",),
-        "COCO-Stuff stuff_trainval2017.zip → cocostuff/annotations/",
-        "preprocess (COCO step) → COCO-Stuff boxes",
-    ),
-    Expected(
-        "cocostuff/train2017",
-        ("general_segdet",),
-        "COCO-Stuff stuffthingmaps_trainval2017.zip (train2017/) → cocostuff/train2017/",
-        "COCO-Stuff label maps (masks)",
-        folder=True,
-        suffix=".png",
-    ),
-    Expected(
-        "cocostuff/annotations/image2bboxes.json",
-        ("general_segdet",),
-        "`vsm-kit preprocess --only coco`",
-        "training: COCO-Stuff boxes",
-        built=True,
-    ),
-    Expected(
-        "object365/zhiyuan_objv2_train.json",
-        ("general_segdet",),
-        "Objects365-v2 train annotations → object365/",
-        "preprocess (Objects365 step)",
-    ),
-    Expected(
-        "object365/images/train",
-        ("general_segdet",),
-        "Objects365-v2 train image patches → object365/images/train/patchN/",
-        "Objects365 images",
-        folder=True,
-        recursive=True,
-    ),
-    Expected(
-        "object365/image2bboxes.json",
-        ("general_segdet",),
-        "`vsm-kit preprocess --only objects365`",
-        "training: Objects365 boxes",
-        built=True,
-    ),
-    Expected(
-        "vlpart/paco/annotations/paco_lvis_v1_train.json",
-        ("general_segdet",),
-        "PACO release (paco_lvis_v1 annotations) → vlpart/paco/annotations/",
-        "PACO-LVIS reader: object and part masks",
-    ),
-    *_refer("refclef", "unc"),
-    *_refer("refcoco", "unc"),
-    *_refer("refcoco+", "unc"),
-    *_refer("refcocog", "umd"),
-    Expected(
-        "refer_seg/images/saiapr_tc-12",
-        ("refer_seg",),
-        "ImageCLEF saiapr_tc-12 images → refer_seg/images/saiapr_tc-12/",
-        "refCLEF images",
-        folder=True,
-        recursive=True,
-    ),
-    Expected(
-        "refer_seg/images/mscoco/images/train2014",
-        ("refer_seg",),
-        "COCO-2014 train2014.zip → refer_seg/images/mscoco/images/train2014/",
-        "refCOCO/refCOCO+/refCOCOg images",
-        folder=True,
-    ),
-    Expected(
-        "MixedGrounding/final_mixed_train.json",
-        ("mixed_grounding",),
-        _MDETR,
-        "preprocess (GoldG step): COCO and VG captions",
-    ),
-    Expected(
-        "MixedGrounding/final_flickr_separateGT_train.json",
-        ("mixed_grounding",),
-        _MDETR,
-        "preprocess (GoldG step): Flickr30k-entities captions",
-    ),
-    Expected(
-        "MixedGrounding/goldG_train.json",
-        ("mixed_grounding",),
-        "`vsm-kit preprocess --only goldg`",
-        "training: grounding records",
-        built=True,
-    ),
-    Expected(
-        "MixedGrounding/flickr30k-images",
-        ("mixed_grounding",),
-        "Flickr30k images → MixedGrounding/flickr30k-images/",
-        "GoldG flickr images",
-        folder=True,
-    ),
-    Expected(
-        "MixedGrounding/GQA/images",
-        ("mixed_grounding",),
-        "GQA images (images.zip) → MixedGrounding/GQA/images/",
-        "GoldG vg images",
-        folder=True,
-    ),
-    Expected(
-        "coco2014/train2014",
-        ("mixed_grounding",),
-        "COCO-2014 train2014.zip → coco2014/train2014/ (a link to the refer_seg copy works)",
-        "GoldG coco images",
-        folder=True,
-    ),
-    Expected("vsm_vqa_data/llava_instruct_80k.json", ("vqa",), _VQA, "VQA: LLaVA-Instruct-80k"),
-    Expected(
-        "vsm_vqa_data/possible_locations_conv_86k.json",
-        ("vqa",),
-        _VQA,
-        "VQA: possible-locations questions",
-    ),
-)
 
 OK, MISSING, EMPTY, UNREADABLE, CORRUPT, NOT_BUILT, BAD_LINK = (
     "ok",
@@ -194,7 +31,7 @@ OK, MISSING, EMPTY, UNREADABLE, CORRUPT, NOT_BUILT, BAD_LINK = (
 
 @dataclass(frozen=True)
 class Row:
-    entry: Expected
+    entry: Entry
     status: str
     count: int | None = None  # files in a folder, bytes for a file
     bad_files: tuple[str, ...] = ()
@@ -277,13 +114,13 @@ def check_layout(
     if unknown:
         raise ValueError(f"unknown dataset group(s) {sorted(unknown)}; choose from {GROUP_NAMES}")
     report = LayoutReport(data_dir, groups)
-    for entry in EXPECTED:
+    for entry in tree.PATHS.values():
         if set(entry.groups) & set(groups):
             report.rows.append(_check(data_dir / entry.path, entry, verify_images))
     return report
 
 
-def _check(path: Path, entry: Expected, verify_images: int | None) -> Row:
+def _check(path: Path, entry: Entry, verify_images: int | None) -> Row:
     try:
         path.stat()
     except OSError as err:

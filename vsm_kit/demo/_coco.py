@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..data import tree
 from ..data.classes import cocostuff_classes, cocostuff_ignored
 from ._draw import (
     COLORS,
@@ -59,7 +60,6 @@ STUFF_COLORS = {
     "sand": (215, 195, 145),
 }
 SIZES = ((240, 320), (360, 480), (300, 400), (480, 360))
-INSTANCES = "coco2017/annotations/instances_train2017.json"
 
 
 def coco_id(name: str) -> int:
@@ -121,7 +121,7 @@ def write_coco_family(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
                 boxes_by_cat.setdefault(coco_id(name), []).append(bbox)
         if thing_pixels.any():
             _rle_ann(stuff_anns, image_id, 183, thing_pixels)  # "other" covers all things
-        rec = TruthRecord(f"coco2017/train2017/{fname}")
+        rec = TruthRecord(f"{tree.path('coco', 'images')}/{fname}")
         for value in np.unique(label).tolist():
             if value == 255 or value in cocostuff_ignored():
                 continue
@@ -134,7 +134,7 @@ def write_coco_family(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
         # --- PACO objects and their parts
         if any(t.parts for t in things):
             paco_images.append(_image_entry(image_id, f"train2017/{fname}", h, w))
-            prec = TruthRecord(f"coco2017/train2017/{fname}")
+            prec = TruthRecord(f"{tree.path('coco', 'images')}/{fname}")
             for t in things:
                 if not t.parts:
                     continue
@@ -159,17 +159,19 @@ def write_coco_family(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
             truth["paco_lvis"].append(prec)
         # --- files: one grayscale JPEG and one with an EXIF rotation tag, as COCO has
         im = canvas.image("L" if k == 3 else "RGB")
-        save_jpeg(im, ds / "coco2017/train2017" / fname, exif_orientation=6 if k == 4 else None)
-        (ds / "cocostuff/train2017").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(label, "L").save(ds / "cocostuff/train2017" / f"{image_id:012d}.png")
+        rotate = 6 if k == 4 else None
+        save_jpeg(im, tree.at(ds, "coco", "images") / fname, exif_orientation=rotate)
+        label_maps = tree.at(ds, "cocostuff", "label_maps")
+        label_maps.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label, "L").save(label_maps / f"{image_id:012d}.png")
         scenes.append((fname, things, list(bands)[-1]))
-    dump(ds / INSTANCES, _coco_json(images, things_anns, _thing_categories()))
+    dump(tree.at(ds, "coco", "instances"), _coco_json(images, things_anns, _thing_categories()))
     dump(
-        ds / "cocostuff/annotations/stuff_train2017.json",
+        tree.at(ds, "cocostuff", "annotations"),
         _coco_json(images, stuff_anns, _stuff_categories()),
     )
     dump(
-        ds / "vlpart/paco/annotations/paco_lvis_v1_train.json",
+        tree.at(ds, "paco_lvis", "annotations"),
         _coco_json(paco_images, paco_anns, paco_cats),
     )
     truth.update(_write_vqa(ds, scenes, dump))
@@ -343,11 +345,13 @@ def _write_vqa(ds: Path, scenes, dump) -> dict:
                     ],
                 }
             )
-    dump(ds / "vsm_vqa_data/llava_instruct_80k.json", instruct)
-    dump(ds / "vsm_vqa_data/possible_locations_conv_86k.json", locations)
+    dump(tree.at(ds, "llava_instruct_80k", "annotations"), instruct)
+    dump(tree.at(ds, "possible_locations_conv_86k", "annotations"), locations)
     return {
         name: [
-            TruthRecord(f"coco2017/train2017/{it['image']}", conversations=it["conversations"])
+            TruthRecord(
+                f"{tree.path('coco', 'images')}/{it['image']}", conversations=it["conversations"]
+            )
             for it in items
         ]
         for name, items in (

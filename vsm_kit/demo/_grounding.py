@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import tree
+from ..data.sources.grounding import IMAGE_ROOTS
 from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
 from ._truth import TruthRecord, TruthTarget, xywh_rows
 
@@ -17,11 +19,6 @@ KINDS = {
     "flag": "rectangle",
     "star": "star",
     "plate": "ellipse",
-}
-ROOTS = {
-    "coco": "coco2014/train2014",
-    "vg": "MixedGrounding/GQA/images",
-    "flickr": "MixedGrounding/flickr30k-images",
 }
 
 
@@ -58,17 +55,13 @@ def write_grounding(ds: Path, rng: np.random.Generator, scale: int, dump) -> dic
             fname = f"{2_350_000 + 7 * k}.jpg"
         else:
             fname = f"{1_000_000_000 + 13 * k}.jpg"
-        save_jpeg(canvas.image(), ds / ROOTS[source] / fname)
+        save_jpeg(canvas.image(), tree.at(ds, "goldg", IMAGE_ROOTS[source]) / fname)
         scenes.append((source, fname, h, w, things))
     truth = {}
     mixed = [s for s in scenes if s[0] != "flickr"]
     flickr = [s for s in scenes if s[0] == "flickr"]
-    truth["goldg_mixed"] = _write(
-        ds / "MixedGrounding/final_mixed_train.json", mixed, dump, flickr=False
-    )
-    truth["flickr"] = _write(
-        ds / "MixedGrounding/final_flickr_separateGT_train.json", flickr, dump, flickr=True
-    )
+    truth["goldg_mixed"] = _write(tree.at(ds, "goldg", "mixed"), mixed, dump, flickr=False)
+    truth["flickr"] = _write(tree.at(ds, "goldg", "flickr"), flickr, dump, flickr=True)
     return truth
 
 
@@ -95,7 +88,7 @@ def _write(path: Path, scenes, dump, flickr: bool) -> list[TruthRecord]:
             if not flickr:
                 entry["data_source"] = source
             images.append(entry)
-            rec = TruthRecord(f"{ROOTS[source]}/{fname}", caption=caption)
+            rec = TruthRecord(f"{tree.path('goldg', IMAGE_ROOTS[source])}/{fname}", caption=caption)
             for t, sp in zip(subset, spans, strict=True):
                 ann = {
                     "area": float(t.mask.sum()),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import tree
 from ..data.classes import objects365_classes
 from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
 from ._truth import TruthRecord, TruthTarget, xywh_rows
@@ -58,10 +59,10 @@ def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> di
         if k == 1:  # a zero-width box, as the real file has: kept as annotated, dropped in training
             anns.append(_ann(len(anns) + 1, image_id, cats[0], [10.0, 20.0, 0.0, 15.0]))
             by_cat[cats[0]].append([10.0, 20.0, 0.0, 15.0])
-        save_jpeg(canvas.image(), ds / "object365/images/train" / f"patch{patch}" / stem)
+        save_jpeg(canvas.image(), tree.at(ds, "objects365", "images") / f"patch{patch}" / stem)
         truth.append(
             TruthRecord(
-                f"object365/images/train/patch{patch}/{stem}",
+                f"{tree.path('objects365', 'images')}/patch{patch}/{stem}",
                 [TruthTarget(names[c], xywh_rows(b)) for c, b in by_cat.items()],
             )
         )
@@ -77,7 +78,7 @@ def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> di
         "categories": [{"name": nm, "id": i} for i, nm in enumerate(names) if i > 0],
         "licenses": [{"name": "demo", "id": 1, "url": ""}],
     }
-    dump(ds / "object365/zhiyuan_objv2_train.json", data)
+    dump(tree.at(ds, "objects365", "annotations"), data)
     return {"objects365": truth}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..data import tree
 from ..data.classes import cocostuff_classes
 from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
 from ._truth import TruthRecord, TruthTarget, xywh_rows
@@ -32,10 +33,10 @@ CLEF_THINGS = {
     "sign": "star",
 }
 SPLITS = {
-    "refcoco": ("unc", ("train", "train", "train", "val", "testA", "testB")),
-    "refcoco+": ("unc", ("train", "train", "train", "val", "testA", "testB")),
-    "refcocog": ("umd", ("train", "train", "train", "val", "test")),
-    "refclef": ("unc", ("train", "train", "train", "val", "testA", "testB", "testC")),
+    "refcoco": ("train", "train", "train", "val", "testA", "testB"),
+    "refcoco+": ("train", "train", "train", "val", "testA", "testB"),
+    "refcocog": ("train", "train", "train", "val", "test"),
+    "refclef": ("train", "train", "train", "val", "testA", "testB", "testC"),
 }
 
 
@@ -66,7 +67,7 @@ def write_refer(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
         rng,
         10 * scale,
         COCO_THINGS,
-        "refer_seg/images/mscoco/images/train2014",
+        tree.path("refcoco", "images"),
         lambda i: f"COCO_train2014_{i:012d}.jpg",
         id_base=200_000,
     )
@@ -82,7 +83,7 @@ def write_refer(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
         rng,
         8 * scale,
         CLEF_THINGS,
-        "refer_seg/images/saiapr_tc-12",
+        tree.path("refclef", "images"),
         lambda i: f"{i // 1000:02d}/images/{i}.jpg",
         id_base=25_000,
     )
@@ -125,7 +126,7 @@ def _scenes(ds, rng, n, kinds, folder, file_name, id_base):
 
 
 def _write_dataset(ds, name, scenes, cats, cat_id, rng, dump, polygons: bool):
-    split_by, splits = SPLITS[name]
+    splits = SPLITS[name]
     images, anns, refs, truth = [], [], [], []
     for k, sc in enumerate(scenes):
         split = splits[k % len(splits)]
@@ -176,8 +177,10 @@ def _write_dataset(ds, name, scenes, cats, cat_id, rng, dump, polygons: bool):
                 rec.targets += [TruthTarget(s, xywh_rows([t.bbox]), mask) for s in sents]
         if rec.targets:
             truth.append(rec)
-    folder = ds / "refer_seg" / name
-    dump(folder / "instances.json", {"images": images, "annotations": anns, "categories": cats})
-    with open(folder / f"refs({split_by}).p", "wb") as f:
+    instances = {"images": images, "annotations": anns, "categories": cats}
+    dump(tree.at(ds, name, "instances"), instances)
+    refs_path = tree.at(ds, name, "refs")
+    refs_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(refs_path, "wb") as f:
         pickle.dump(refs, f, protocol=2)
     return truth

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
-from ..data.layout import EXPECTED
+from ..data import tree
 from ..errors import MissingDataError
 from ..fsutil import atomic_write
 from ._stream import BadInputError, Batch, trim_heap
@@ -47,15 +47,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def require_inputs(data_dir: Path, rels: list[str], step: str) -> list[Path]:
-    """The step's input paths; a missing one raises with where it comes from."""
+def require_inputs(data_dir: Path, keys: list[tuple[str, str]], step: str) -> list[Path]:
+    """The step's input paths (`data.tree.PATHS` keys); a missing one raises with where it
+    comes from."""
     paths = []
-    for rel in rels:
-        path = data_dir / rel
+    for key in keys:
+        path = tree.at(data_dir, *key)
         if not path.is_file():
-            origin = next((e.origin for e in EXPECTED if e.path == rel), "the dataset release")
             raise MissingDataError(
-                path, f"input of the {step} preprocessing step", f"get it from {origin}"
+                path,
+                f"input of the {step} preprocessing step",
+                f"get it from {tree.entry(*key).origin}",
             )
         paths.append(path)
     return paths

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import tree
 from ._common import (
     AnnotationColumns,
     Skips,
@@ -18,11 +19,8 @@ from ._common import (
 )
 from ._stream import BadInputError, stream_arrays
 
-INPUTS = [
-    "coco2017/annotations/instances_train2017.json",
-    "cocostuff/annotations/stuff_train2017.json",
-]
-OUTPUT = "cocostuff/annotations/image2bboxes.json"
+INPUTS = [("coco", "instances"), ("cocostuff", "annotations")]  # keys of `data.tree.PATHS`
+OUTPUT = ("cocostuff", "index")
 
 
 def build_coco_index(data_dir: Path, progress: bool = True) -> StepResult:
@@ -62,7 +60,7 @@ def build_coco_index(data_dir: Path, progress: bool = True) -> StepResult:
     name_idx = {n: i for i, n in enumerate(names)}
     known = np.array(sorted(id_name), np.int64)
     group = cols.group_by(known, np.array([name_idx[id_name[i]] for i in known.tolist()]))
-    out = data_dir / OUTPUT
+    out = tree.at(data_dir, *OUTPUT)
     unknown = int((group < 0).sum())
     require_boxes(inputs, int(group.size) - unknown, cols, unknown)
     n_images = write_box_index(out, names, group, cols)  # consumes `group`

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from ..data.sources.grounding import COMBINED, FLICKR, IMAGE_ROOTS, MIXED
+from ..data import tree
+from ..data.sources.grounding import IMAGE_ROOTS
 from ..fsutil import atomic_write
 from ._common import (
     Skips,
@@ -20,8 +21,11 @@ from ._common import (
 )
 from ._stream import BadInputError, stream_arrays
 
-INPUTS = [MIXED, FLICKR]
-OUTPUT = COMBINED  # the training readers take it (`data.sources.grounding.goldg_entries`)
+INPUTS = [("goldg", "mixed"), ("goldg", "flickr")]  # keys of `data.tree.PATHS`
+OUTPUT = (
+    "goldg",
+    "combined",
+)  # the training readers take it (`data.sources.grounding.goldg_entries`)
 _FIX = "download MDETR's pre-processed annotations (mdetr_annotations) into MixedGrounding/ again"
 
 
@@ -129,7 +133,7 @@ def build_goldg(data_dir: Path, progress: bool = True, fix_ids: bool = False) ->
             )
         if pos >= 0:
             instances[pos].append(raw)
-    out = data_dir / OUTPUT
+    out = tree.at(data_dir, *OUTPUT)
     with atomic_write(out) as f:
         f.write(b"[")
         for k, (head, inst) in enumerate(zip(records, instances, strict=True)):

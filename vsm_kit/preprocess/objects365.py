@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.sources.objects365 import IMAGE_DIR, MISSING_IMAGES, strip_prefix
+from ..data import tree
+from ..data.sources.objects365 import MISSING_IMAGES, strip_prefix
 from ._common import (
     AnnotationColumns,
     Skips,
@@ -21,8 +22,8 @@ from ._common import (
 )
 from ._stream import BadInputError, stream_arrays
 
-INPUTS = ["object365/zhiyuan_objv2_train.json"]
-OUTPUT = "object365/image2bboxes.json"
+INPUTS = [("objects365", "annotations")]  # keys of `data.tree.PATHS`
+OUTPUT = ("objects365", "index")
 
 
 def _image_groups(ids: list[int], names: list[str]):
@@ -87,7 +88,7 @@ def build_objects365_index(
     group[group < 0] = -1
     n_boxes = int((group >= 0).sum())
     used = np.flatnonzero(np.bincount(group[group >= 0], minlength=len(names)))
-    out = data_dir / OUTPUT
+    out = tree.at(data_dir, *OUTPUT)
     require_boxes([path], n_boxes, cols, unknown)
     n_images = write_box_index(out, names, group, cols)  # consumes `group`
     del group
@@ -101,7 +102,7 @@ def build_objects365_index(
             f"{unknown} annotations name image ids that {path.name} does not list (left out)"
         )
     if check_images:
-        root = data_dir / IMAGE_DIR
+        root = tree.at(data_dir, "objects365", "images")
         result.missing_images = [names[i] for i in used.tolist() if not (root / names[i]).exists()]
         if result.missing_images:
             result.warnings.append(

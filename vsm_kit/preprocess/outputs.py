@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data import tree
 from ..data.boxes import xywh_to_xyxy
 from ..data.classes import cocostuff_classes, objects365_classes
 from ..data.images import image_size
 from ..data.records import BoxTable, Record, Target
 from ..data.sources import Source
-from ..data.sources.grounding import IMAGE_ROOTS, phrase
+from ..data.sources.grounding import image_root, phrase
 from ..jsonio import load_json
 from . import coco, goldg, objects365
 
@@ -17,13 +18,13 @@ from . import coco, goldg, objects365
 class _BoxIndex(Source):
     """`{file name: [{"category_id", "bbox"}, ...]}`: a record per key, a target per category."""
 
-    file: str
-    image_dir: str
+    file: tuple[str, str]  # keys of `data.tree.PATHS`
+    image_dir: tuple[str, str]
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
         self._index = load_json(
-            self.data_dir / self.file,
+            tree.at(self.data_dir, *self.file),
             f"{self.name} output",
             f"run `vsm-kit preprocess --data-dir {self.data_dir}`",
         )
@@ -40,7 +41,7 @@ class _BoxIndex(Source):
         by_cat: dict[int, list] = {}
         for b in self._index[key]:
             by_cat.setdefault(b["category_id"], []).append(b["bbox"])
-        path = self.data_dir / self.image_dir / key
+        path = tree.at(self.data_dir, *self.image_dir) / key
         h, w = image_size(path)
         targets = tuple(Target(self._label(c), xywh_to_xyxy(v), c) for c, v in by_cat.items())
         return Record(self.name, i, path, h, w, targets, image_id=key)
@@ -67,7 +68,7 @@ class _BoxIndex(Source):
 
 class CocoIndex(_BoxIndex):
     name, group = "coco index", "general_segdet"
-    file, image_dir = coco.OUTPUT, "coco2017/train2017"
+    file, image_dir = coco.OUTPUT, ("coco", "images")
 
     def _label(self, cat: int) -> str:
         names = cocostuff_classes()
@@ -76,7 +77,7 @@ class CocoIndex(_BoxIndex):
 
 class Objects365Index(_BoxIndex):
     name, group = "objects365 index", "general_segdet"
-    file, image_dir = objects365.OUTPUT, "object365/images/train"
+    file, image_dir = objects365.OUTPUT, ("objects365", "images")
 
     def _label(self, cat: int) -> str:
         names = objects365_classes()
@@ -91,7 +92,7 @@ class GoldGOutput(Source):
     def __init__(self, data_dir):
         super().__init__(data_dir)
         self._items = load_json(
-            self.data_dir / goldg.OUTPUT,
+            tree.at(self.data_dir, *goldg.OUTPUT),
             "GoldG output",
             f"run `vsm-kit preprocess --data-dir {self.data_dir}`",
         )
@@ -101,7 +102,7 @@ class GoldGOutput(Source):
 
     def _record(self, i: int) -> Record:
         it = self._items[i]
-        path = self.data_dir / IMAGE_ROOTS[it["data_source"]] / it["file_name"]
+        path = image_root(self.data_dir, it["data_source"]) / it["file_name"]
         h, w = image_size(path)
         targets = tuple(
             Target(phrase(it["caption"], a["tokens_positive"]), xywh_to_xyxy(a["bbox"]))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import tree
 from ..data.stats import format_table
 from ..errors import MissingDataError, VsmKitError
 from ..fsutil import is_up_to_date
 from . import coco, goldg, objects365
 from ._common import StepResult, Timer, peak_rss_mb, require_inputs
 
-STEPS = {
+STEPS = {  # step → (input keys, output key) of `data.tree.PATHS`
     "coco": (coco.INPUTS, coco.OUTPUT),
     "objects365": (objects365.INPUTS, objects365.OUTPUT),
     "goldg": (goldg.INPUTS, goldg.OUTPUT),
@@ -26,7 +27,7 @@ class PreprocessInterrupted(VsmKitError, KeyboardInterrupt):
 def _interrupted(data_dir: Path, steps: list[str], results: list[StepResult]) -> str:
     done = [f"{r.output} ({r.status})" for r in results]
     step = steps[len(results)]
-    untouched = [str(data_dir / STEPS[s][1]) for s in steps[len(results) :]]
+    untouched = [str(tree.at(data_dir, *STEPS[s][1])) for s in steps[len(results) :]]
     return (
         f"preprocessing interrupted during the {step} step; kept: {', '.join(done) or 'nothing'}; "
         f"left as they were: {', '.join(untouched)} (no temporary file remains). Fix: run the "
@@ -95,8 +96,9 @@ def preprocess(
 def _run_step(step, data_dir, force, fix_goldg_ids, check_images, progress) -> StepResult:
     inputs, output = STEPS[step]
     paths = require_inputs(data_dir, inputs, step)  # before the up-to-date check stats them
-    if not force and is_up_to_date(data_dir / output, paths):
-        return StepResult(step, data_dir / output, "up to date")
+    out = tree.at(data_dir, *output)
+    if not force and is_up_to_date(out, paths):
+        return StepResult(step, out, "up to date")
     with Timer() as t:
         if step == "coco":
             r = coco.build_coco_index(data_dir, progress)

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from ..data.images import decode_rgb
 from ..data.layout import check_layout
 from ..data.sources import Source, open_source
 from ..errors import CorruptImageError, MissingDataError, VsmKitError
-from ..model.image_inputs import ImageInputs
+from ..model.image_inputs import ImageInputs, decode_rgb
 from .config import GroupMix
 from .samples import Sample, build_sample
 

@@ -16,8 +16,8 @@ import torch.distributed as dist
 from torchvision.ops import box_convert, box_iou
 
 from ..data.boxes import training_targets, xyxy_to_xywh
-from ..data.images import decode_rgb
 from ..data.sources import open_source
+from ..model.image_inputs import decode_rgb
 from .samples import VAL_QUESTION, Sample, build_sample
 
 

@@ -14,17 +14,12 @@ import os
 import numpy as np
 
 from ...errors import CorruptImageError, LabelMapSizeError, MissingDataError
+from .. import tree
 from ..classes import cocostuff_classes, cocostuff_ignored
 from ..images import image_size, load_label_map
 from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source, require
 from ._checks import ANNOTATION, IMAGE, ann_arrays, diagnosing, index_arrays, read_json
-
-INSTANCES = "coco2017/annotations/instances_train2017.json"
-STUFF = "cocostuff/annotations/stuff_train2017.json"
-INDEX = "cocostuff/annotations/image2bboxes.json"
-LABEL_DIR = "cocostuff/train2017"
-IMAGE_DIR = "coco2017/train2017"
 
 _FIX_INSTANCES = "download COCO-2017 annotations_trainval2017.zip and extract it into coco2017/"
 _FIX_STUFF = "download COCO-Stuff stuff_trainval2017.zip and extract it into cocostuff/annotations/"
@@ -44,7 +39,7 @@ class CocoStuff(Source):
     def __init__(self, data_dir):
         super().__init__(data_dir)
         label_dir = require(
-            self.data_dir / LABEL_DIR,
+            tree.at(self.data_dir, "cocostuff", "label_maps"),
             "COCO-Stuff label maps",
             "download stuffthingmaps_trainval2017.zip and extract its train2017/ into cocostuff/",
         )
@@ -60,8 +55,11 @@ class CocoStuff(Source):
     def _boxes(self, file_row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per annotation: record row, category id, xyxy box. Uses the preprocessed index when it
         is newer than both jsons (same content, far smaller), else the two jsons."""
-        index = self.data_dir / INDEX
-        sources = [self.data_dir / INSTANCES, self.data_dir / STUFF]
+        index = tree.at(self.data_dir, "cocostuff", "index")
+        sources = [
+            tree.at(self.data_dir, "coco", "instances"),
+            tree.at(self.data_dir, "cocostuff", "annotations"),
+        ]
         if index.exists() and all(
             not s.exists() or s.stat().st_mtime <= index.stat().st_mtime for s in sources
         ):
@@ -89,8 +87,8 @@ class CocoStuff(Source):
     def _record(self, i: int) -> Record:
         png, stem = self._pngs[i], self._pngs[i][:-4]
         label_path, image_path = (
-            self.data_dir / LABEL_DIR / png,
-            self.data_dir / IMAGE_DIR / f"{stem}.jpg",
+            tree.at(self.data_dir, "cocostuff", "label_maps") / png,
+            tree.at(self.data_dir, "coco", "images") / f"{stem}.jpg",
         )
         label = self._lut[load_label_map(label_path)]
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import VsmKitError
+from .. import tree
 from ..images import image_size
 from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source
@@ -27,14 +28,8 @@ from ._checks import (
     read_json,
 )
 
-MIXED = "MixedGrounding/final_mixed_train.json"
-FLICKR = "MixedGrounding/final_flickr_separateGT_train.json"
-COMBINED = "MixedGrounding/goldG_train.json"  # written by `vsm-kit preprocess --only goldg`
-IMAGE_ROOTS = {
-    "coco": "coco2014/train2014",
-    "vg": "MixedGrounding/GQA/images",
-    "flickr": "MixedGrounding/flickr30k-images",
-}
+# an entry's data_source → the role of its image folder in `tree.PATHS` (source "goldg")
+IMAGE_ROOTS = {"coco": "coco_images", "vg": "vg_images", "flickr": "flickr_images"}
 _LISTS = ("images", "annotations")
 _FIX_COMBINED = "rebuild it with `vsm-kit preprocess --only goldg`"
 _FIX = "download MDETR's pre-processed annotations (mdetr_annotations) into MixedGrounding/"
@@ -64,9 +59,19 @@ _MDETR_IMAGE = {"file_name": TEXT, "caption": TEXT, "height": SIZE, "width": SIZ
 _MDETR_ANN = {"image_id": INTEGER, **_INSTANCE}
 
 
+def image_root(data_dir, data_source: str):
+    """The folder the images of `data_source` (coco, vg, flickr) sit in."""
+    return tree.at(data_dir, "goldg", IMAGE_ROOTS[data_source])
+
+
+def mdetr_files(data_dir) -> list:
+    """The two MDETR inputs: the mixed COCO/VG file, then the Flickr file."""
+    return [tree.at(data_dir, "goldg", "mixed"), tree.at(data_dir, "goldg", "flickr")]
+
+
 def _combined_is_fresh(data_dir) -> bool:
-    combined = data_dir / COMBINED
-    raw = [data_dir / MIXED, data_dir / FLICKR]
+    combined = tree.at(data_dir, "goldg", "combined")
+    raw = mdetr_files(data_dir)
     return combined.exists() and all(
         p.exists() and p.stat().st_mtime <= combined.stat().st_mtime for p in raw
     )
@@ -75,9 +80,10 @@ def _combined_is_fresh(data_dir) -> bool:
 def goldg_entries(data_dir) -> list[dict]:
     """The combined list the original trains on: `{"file_name", "caption", "data_source",
     "instances"}` per entry (plus the MDETR `height`/`width` when built from the MDETR files)."""
-    raw = [data_dir / MIXED, data_dir / FLICKR]
+    raw = mdetr_files(data_dir)
     if _combined_is_fresh(data_dir):
-        return read_json(data_dir / COMBINED, "GoldG training list", _FIX_COMBINED, top=list)
+        combined = tree.at(data_dir, "goldg", "combined")
+        return read_json(combined, "GoldG training list", _FIX_COMBINED, top=list)
     files = [read_json(p, "MDETR grounding annotations", _FIX, lists=_LISTS) for p in raw]
     entries = []
     for k, (path, data) in enumerate(zip(raw, files, strict=True)):
@@ -119,9 +125,11 @@ class _Grounding(Source):
         entries = goldg_entries(self.data_dir)
         checks = {"entries": (entries, _ENTRY)}
         if _combined_is_fresh(self.data_dir):
-            self._diagnosis = ((self.data_dir / COMBINED, _FIX_COMBINED, checks),)
+            combined = tree.at(self.data_dir, "goldg", "combined")
+            self._diagnosis = ((combined, _FIX_COMBINED, checks),)
         else:  # entries built from both MDETR files: name both
-            files = f"{self.data_dir / MIXED} + {FLICKR.split('/')[-1]}"
+            mixed, flickr = mdetr_files(self.data_dir)
+            files = f"{mixed} + {flickr.name}"
             self._diagnosis = ((files, _FIX, checks),)
         with diagnosing(*self._diagnosis[0]):
             self._images = [e for e in entries if (e["data_source"] == "flickr") == self.flickr]
@@ -142,7 +150,7 @@ class _Grounding(Source):
             Target(phrase(caption, self._anns[r]["tokens_positive"]), self._xyxy[r : r + 1])
             for r in self._groups.rows(i)
         )
-        path = self.data_dir / IMAGE_ROOTS[im["data_source"]] / im["file_name"]
+        path = image_root(self.data_dir, im["data_source"]) / im["file_name"]
         h, w = (im["height"], im["width"]) if "height" in im else image_size(path)
         return Record(self.name, i, path, h, w, targets, caption=caption)
 

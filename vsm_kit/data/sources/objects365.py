@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import tree
 from ..classes import objects365_classes
 from ..images import image_size
 from ..records import BoxTable, Grouping, Record, Target
@@ -17,9 +18,6 @@ from ._checks import (
     read_json,
 )
 
-ANNOTATIONS = "object365/zhiyuan_objv2_train.json"
-INDEX = "object365/image2bboxes.json"
-IMAGE_DIR = "object365/images/train"
 # Listed in the annotations but absent from the released image archives.
 MISSING_IMAGES = frozenset(
     {
@@ -29,7 +27,6 @@ MISSING_IMAGES = frozenset(
     }
 )
 _LISTS = ("images", "annotations")
-_FIX = "download the Objects365-v2 train annotations (zhiyuan_objv2_train.json) into object365/"
 
 
 def strip_prefix(file_name: str) -> str:
@@ -43,7 +40,8 @@ class Objects365(Source):
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        index, raw = self.data_dir / INDEX, self.data_dir / ANNOTATIONS
+        index = tree.at(self.data_dir, "objects365", "index")
+        raw = tree.at(self.data_dir, "objects365", "annotations")
         use_index = index.exists() and (
             not raw.exists() or raw.stat().st_mtime <= index.stat().st_mtime
         )
@@ -55,10 +53,12 @@ class Objects365(Source):
             file_row = {f: i for i, f in enumerate(self._files)}
             rows, cats, xyxy = index_arrays(index, by_file, file_row, fix)
         else:
-            data = read_json(raw, "Objects365 train annotations", _FIX, lists=_LISTS)
+            where = tree.path("objects365", "annotations").rsplit("/", 1)
+            fix = f"download the Objects365-v2 train annotations ({raw.name}) into {where[0]}/"
+            data = read_json(raw, "Objects365 train annotations", fix, lists=_LISTS)
             checks = {"images": (data["images"], SIZED_IMAGE)}
             checks["annotations"] = (data["annotations"], ANNOTATION)
-            with diagnosing(raw, _FIX, checks):
+            with diagnosing(raw, fix, checks):
                 annotated = {a["image_id"] for a in data["annotations"]}
                 images = [
                     im
@@ -82,7 +82,7 @@ class Objects365(Source):
         return self._names[cat] if 0 < cat < len(self._names) else f"category {cat}"
 
     def _record(self, i: int) -> Record:
-        path = self.data_dir / IMAGE_DIR / self._files[i]
+        path = tree.at(self.data_dir, "objects365", "images") / self._files[i]
         h, w = self._sizes[i] if self._sizes else image_size(path)
         rows = self._groups.rows(i)
         targets = tuple(

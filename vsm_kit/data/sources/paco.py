@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import AnnotationError
+from .. import tree
 from ..masks import decode_segmentation
 from ..records import BoxTable, Grouping, Record, Target
 from ._base import Source
@@ -18,10 +19,8 @@ from ._checks import (
     read_json,
 )
 
-ANNOTATIONS = "vlpart/paco/annotations/paco_lvis_v1_train.json"
 _LISTS = ("images", "annotations", "categories")
 _FIX = "download paco_lvis_v1 annotations (PACO release) into vlpart/paco/annotations/"
-IMAGE_ROOT = "coco2017"  # PACO file names already start with train2017/
 
 
 def parse_paco_name(name: str) -> tuple[str, str | None]:
@@ -45,7 +44,7 @@ class PacoLvis(Source):
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        path = self.data_dir / ANNOTATIONS
+        path = tree.at(self.data_dir, "paco_lvis", "annotations")
         data = read_json(path, "PACO-LVIS annotations", _FIX, lists=_LISTS)
         checks = {
             "images": (data["images"], SIZED_IMAGE),
@@ -102,7 +101,8 @@ class PacoLvis(Source):
         return Record(
             source=self.name,
             index=i,
-            image_path=self.data_dir / IMAGE_ROOT / im["file_name"],
+            # PACO file names start with train2017/: they sit under the COCO images' parent
+            image_path=tree.at(self.data_dir, "coco", "images").parent / im["file_name"],
             height=h,
             width=w,
             targets=tuple(targets),

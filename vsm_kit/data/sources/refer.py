@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import AnnotationError, UnsafePickleError
+from .. import tree
 from ..boxes import xywh_to_xyxy
 from ..masks import SummedParts
 from ..records import BoxTable, Grouping, Record, Target
@@ -26,17 +27,15 @@ from ._checks import (
     read_json,
 )
 
-SPLIT_BY = {"refclef": "unc", "refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
-IMAGE_DIRS = {
-    "refclef": "refer_seg/images/saiapr_tc-12",
-    "refcoco": "refer_seg/images/mscoco/images/train2014",
-    "refcoco+": "refer_seg/images/mscoco/images/train2014",
-    "refcocog": "refer_seg/images/mscoco/images/train2014",
+# the source whose ("images") entry of `tree.PATHS` holds a dataset's images
+IMAGES_OF = {
+    "refclef": "refclef",
+    "refcoco": "refcoco",
+    "refcoco+": "refcoco",
+    "refcocog": "refcoco",
 }
 _LISTS = ("images", "annotations", "categories")
-_FIX = (
-    "download the REFER annotations of {ds} (refs({by}).p and instances.json) into refer_seg/{ds}/"
-)
+_FIX = "download the REFER annotations of {ds} ({refs} and {instances}) into {folder}/"
 
 
 _REFS_FIX = "download the REFER annotations again (refs files are lists of plain dicts)"
@@ -122,10 +121,11 @@ class ReferSource(Source):
 
     def __init__(self, data_dir, split: str = "train"):
         super().__init__(data_dir)
-        ds, by = self.name, SPLIT_BY[self.name]
-        fix = _FIX.format(ds=ds, by=by)
-        folder = self.data_dir / "refer_seg" / ds
-        refs_path, path = folder / f"refs({by}).p", folder / "instances.json"
+        ds = self.name
+        refs_path = tree.at(self.data_dir, ds, "refs")
+        path = tree.at(self.data_dir, ds, "instances")
+        folder = Path(tree.path(ds, "instances")).parent
+        fix = _FIX.format(ds=ds, refs=refs_path.name, instances=path.name, folder=folder)
         refs = load_refs(annotation_file(refs_path, f"{ds} refs", fix))
         if not isinstance(refs, list):
             raise AnnotationError(refs_path, f"holds a {type(refs).__name__}, not a list", fix)
@@ -155,7 +155,7 @@ class ReferSource(Source):
         self._sents = sents
         keys = np.array([row[image_id] for image_id, _, _ in sents], dtype=np.int64)
         self._groups = Grouping(keys, len(self._image_ids))
-        self._image_dir = self.data_dir / IMAGE_DIRS[ds]
+        self._image_dir = tree.at(self.data_dir, IMAGES_OF[ds], "images")
 
     def _check_ids(self, refs_path: Path, path: Path, sents: list, fix: str, checks) -> None:
         """Every referred annotation and image is in instances.json, with a box and a category."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import tree
 from ..images import image_size
 from ..records import BoxTable, Record
 from ._base import Source
 from ._checks import TEXT, first_bad, read_json
-
-IMAGE_DIR = "coco2017/train2017"
 
 
 def _turns(v) -> bool:
@@ -28,11 +27,10 @@ _FIX = "download the VSM VQA data (Hugging Face dataset craigwu/vsm_vqa_data) in
 
 class _Conversations(Source):
     group = "vqa"
-    file: str
 
     def __init__(self, data_dir):
         super().__init__(data_dir)
-        path = self.data_dir / self.file
+        path = tree.at(self.data_dir, self.name, "annotations")
         self._items = read_json(path, "VQA conversations", _FIX, top=list)
         if bad := first_bad(path, "", self._items, _ITEM, _FIX):
             raise bad
@@ -42,7 +40,7 @@ class _Conversations(Source):
 
     def _record(self, i: int) -> Record:
         item = self._items[i]
-        path = self.data_dir / IMAGE_DIR / item["image"]
+        path = tree.at(self.data_dir, "coco", "images") / item["image"]
         h, w = image_size(path)
         return Record(
             self.name,
@@ -64,9 +62,7 @@ class _Conversations(Source):
 
 class LlavaInstruct80k(_Conversations):
     name = "llava_instruct_80k"
-    file = "vsm_vqa_data/llava_instruct_80k.json"
 
 
 class PossibleLocations(_Conversations):
     name = "possible_locations_conv_86k"
-    file = "vsm_vqa_data/possible_locations_conv_86k.json"
