@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from vsm_kit.errors import MissingDataError
-from vsm_kit.model.architecture import owlvit_from_shapes, vsm_7b, vsm_tiny
+from vsm_kit.model.architecture import ArchitectureError, owlvit_from_shapes, vsm_7b, vsm_tiny
 from vsm_kit.model.clip_tower import tower_name
 from vsm_kit.model.predictor import VSMPredictor
 from vsm_kit.model.weights import (
@@ -266,10 +266,12 @@ def test_the_published_owlvit_part_is_b16_with_64_wide_heads():
         layers=12,
     )
     assert _owlvit_from_tensors(store) == vsm_7b().owlvit
-    other = owlvit_from_shapes(1024, 24, 4096, 840, 14, 768)  # L/14: no named size
+    l14 = dict(hidden_size=1024, num_hidden_layers=24, intermediate_size=4096, patch_size=14)
+    other = owlvit_from_shapes(**l14, image_size=840, text_hidden_size=768)  # no named size
     assert (other.num_attention_heads, other.text_hidden_size) == (16, 768)
-    with pytest.raises(ValueError, match="head count"):
-        owlvit_from_shapes(100, 2, 200, 768, 16, 24)
+    odd = dict(hidden_size=100, num_hidden_layers=2, intermediate_size=200, patch_size=16)
+    with pytest.raises(ArchitectureError, match="head count.*Fix: pass the OWL-ViT folder"):
+        owlvit_from_shapes(**odd, image_size=768, text_hidden_size=24)
 
 
 def test_init_from_base_adds_loc_and_keeps_the_base(demo_world):
