@@ -13,6 +13,7 @@ from vsm_kit.model.clip_tower import tower_name
 from vsm_kit.model.predictor import VSMPredictor
 from vsm_kit.model.weights import (
     HEAD_PREFIXES,
+    ShardWriter,
     WeightsError,
     _llama_arch,
     _owlvit_from_tensors,
@@ -288,3 +289,22 @@ def test_init_from_base_adds_loc_and_keeps_the_base(demo_world):
     assert torch.equal(
         model.state_dict()["model.embed_tokens.weight"][:1003], base["model.embed_tokens.weight"]
     )
+
+
+def test_shard_writer_splits_at_the_size_and_indexes_every_tensor(tmp_path):
+    state = {"a": torch.zeros(10), "b": torch.ones(10), "big": torch.arange(100.0)}
+    state["c"] = torch.ones(5)
+    writer = ShardWriter(tmp_path, shard_bytes=80)  # a and b fill one shard; big exceeds alone
+    for k, v in state.items():
+        writer.add(k, v)
+    writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sorted(set(index.values())) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert index["a"] == index["b"] != index["big"] != index["c"]
+    out = read_state_dict(tmp_path)
+    assert all(torch.equal(out[k], v) for k, v in state.items()) and set(out) == set(state)
+    single = ShardWriter(tmp_path / "one")
+    (tmp_path / "one").mkdir()
+    single.add("a", state["a"])
+    single.close()
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["model.safetensors"]
