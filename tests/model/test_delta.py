@@ -24,7 +24,7 @@ def _folder(path, state, extra_files=True):
         (path / "tokenizer.model").write_bytes(b"sp")
 
 
-def test_delta_rebuilds_the_target_exactly(tmp_path, monkeypatch):
+def test_delta_rebuilds_the_target_exactly(tmp_path):
     base = {
         "model.embed_tokens.weight": _dyadic(10, 4, seed=0),
         "lm_head.weight": _dyadic(10, 4, seed=1),
@@ -46,9 +46,8 @@ def test_delta_rebuilds_the_target_exactly(tmp_path, monkeypatch):
     )
     _folder(tmp_path / "base", base, extra_files=False)
     _folder(tmp_path / "delta", delta)
-    monkeypatch.setattr(delta_mod, "SHARD_BYTES", 200)  # several shards with an index
-    report = delta_mod.apply_delta(
-        tmp_path / "base", tmp_path / "delta", tmp_path / "out", progress=False
+    report = delta_mod.apply_delta(  # small shards: several, with an index
+        tmp_path / "base", tmp_path / "delta", tmp_path / "out", progress=False, shard_bytes=200
     )
     out = read_state_dict(tmp_path / "out")
     assert set(out) == set(target)

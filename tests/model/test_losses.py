@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vsm_kit.model.losses import (
+    GiouModeError,
     LossWeights,
     detection_losses,
     language_loss,
@@ -119,6 +120,6 @@ def test_default_giou_is_the_originals_sum_over_all_pairs_with_vqa_rows():
     # without any valid query the original's factor Σ_valid k_q is 0
     none = detection_losses(logits, boxes, gt, torch.zeros(3, dtype=torch.long))
     assert none["detection_loss_giou"].item() == 0
-    with pytest.raises(ValueError, match="giou"):
+    with pytest.raises(GiouModeError, match="loss.giou: 'intended' .*Fix: set loss.giou"):
         detection_losses(logits, boxes, gt, valid, giou="intended")
     assert LossWeights().detection == 0.1

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from vsm_kit.cli import main
 from vsm_kit.data import open_source
-from vsm_kit.model.predictor import VSMPredictor
+from vsm_kit.model.predictor import PredictorError, VSMPredictor
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,18 @@ def test_segment_and_answer(predictor_and_record):
     assert text == _greedy_answer(p, "What is in the image?", 8)
 
 
+@pytest.mark.parametrize("marker", ["<image>", "[LOC]"])
+def test_a_prompt_marker_in_the_text_is_refused(predictor_and_record, marker):
+    p, _ = predictor_and_record
+    with pytest.raises(PredictorError, match=f"target 'a {re.escape(marker)}' .*Fix: remove"):
+        p.detect(f"a {marker}")
+    with pytest.raises(PredictorError, match="question .*Fix: remove"):
+        p.answer(f"What is {marker}?", max_new_tokens=2)
+
+
 def test_bf16_and_missing_image(tiny_vsm, predictor_and_record, demo_world):
     _, rec = predictor_and_record
-    with pytest.raises(RuntimeError, match="set_image"):
+    with pytest.raises(PredictorError, match="no image is set; Fix: call set_image"):
         VSMPredictor(*tiny_vsm).detect("car")
     w = demo_world.weights
     bf16 = VSMPredictor.from_pretrained(

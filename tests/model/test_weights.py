@@ -8,11 +8,12 @@ import torch
 from safetensors import safe_open
 
 from vsm_kit.errors import MissingDataError
-from vsm_kit.model.architecture import owlvit_from_shapes, vsm_7b, vsm_tiny
+from vsm_kit.model.architecture import ArchitectureError, owlvit_from_shapes, vsm_7b, vsm_tiny
 from vsm_kit.model.clip_tower import tower_name
 from vsm_kit.model.predictor import VSMPredictor
 from vsm_kit.model.weights import (
     HEAD_PREFIXES,
+    ShardWriter,
     WeightsError,
     _llama_arch,
     _owlvit_from_tensors,
@@ -266,10 +267,12 @@ def test_the_published_owlvit_part_is_b16_with_64_wide_heads():
         layers=12,
     )
     assert _owlvit_from_tensors(store) == vsm_7b().owlvit
-    other = owlvit_from_shapes(1024, 24, 4096, 840, 14, 768)  # L/14: no named size
+    l14 = dict(hidden_size=1024, num_hidden_layers=24, intermediate_size=4096, patch_size=14)
+    other = owlvit_from_shapes(**l14, image_size=840, text_hidden_size=768)  # no named size
     assert (other.num_attention_heads, other.text_hidden_size) == (16, 768)
-    with pytest.raises(ValueError, match="head count"):
-        owlvit_from_shapes(100, 2, 200, 768, 16, 24)
+    odd = dict(hidden_size=100, num_hidden_layers=2, intermediate_size=200, patch_size=16)
+    with pytest.raises(ArchitectureError, match="head count.*Fix: pass the OWL-ViT folder"):
+        owlvit_from_shapes(**odd, image_size=768, text_hidden_size=24)
 
 
 def test_init_from_base_adds_loc_and_keeps_the_base(demo_world):
@@ -286,3 +289,22 @@ def test_init_from_base_adds_loc_and_keeps_the_base(demo_world):
     assert torch.equal(
         model.state_dict()["model.embed_tokens.weight"][:1003], base["model.embed_tokens.weight"]
     )
+
+
+def test_shard_writer_splits_at_the_size_and_indexes_every_tensor(tmp_path):
+    state = {"a": torch.zeros(10), "b": torch.ones(10), "big": torch.arange(100.0)}
+    state["c"] = torch.ones(5)
+    writer = ShardWriter(tmp_path, shard_bytes=80)  # a and b fill one shard; big exceeds alone
+    for k, v in state.items():
+        writer.add(k, v)
+    writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sorted(set(index.values())) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert index["a"] == index["b"] != index["big"] != index["c"]
+    out = read_state_dict(tmp_path)
+    assert all(torch.equal(out[k], v) for k, v in state.items()) and set(out) == set(state)
+    single = ShardWriter(tmp_path / "one")
+    (tmp_path / "one").mkdir()
+    single.add("a", state["a"])
+    single.close()
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["model.safetensors"]

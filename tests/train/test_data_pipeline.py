@@ -15,7 +15,7 @@ from vsm_kit.model.tokenizer import load_tokenizer
 from vsm_kit.model.vsm import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from vsm_kit.train import hybrid as hybrid_module
 from vsm_kit.train.collate import Collator
-from vsm_kit.train.config import GroupMix, RunConfig
+from vsm_kit.train.config import ConfigError, GroupMix, RunConfig
 from vsm_kit.train.hybrid import DataTreeError, HybridDataset, StepSampler
 from vsm_kit.train.samples import ANSWER, MAX_BOXES, QUESTION, build_sample
 
@@ -101,6 +101,10 @@ def test_truncation_drops_queries_with_their_targets(demo_world, tok):
     assert torch.equal(cut["masks_list"][0], sample.masks[kept].float())
     assert (cut["input_ids"] == ids.loc).sum() == len(kept)
     assert cut["input_ids"].shape[1] <= 512 - 256 + 1
+    for messages in sample.messages:  # every [LOC] cut: the batch is empty, the config to blame
+        messages[0] = messages[0].replace("in this image", long_text)
+    with pytest.raises(ConfigError, match=r"data.model_max_length: 512 tokens cut .*Fix: raise"):
+        Collator(tokenizer, ids, max_length=512)([sample])
 
 
 def test_samples_are_seeded_per_index_across_workers(demo_world, dataset):

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from vsm_kit.model.architecture import vsm_7b, vsm_tiny
+from vsm_kit.model.architecture import VOCAB_SIZES, vsm_7b, vsm_tiny
 from vsm_kit.model.vsm import VSMForCausalLM, llama_config
-from vsm_kit.train.config import LoraConfig, RunConfig
+from vsm_kit.train.config import ConfigError, LoraConfig, RunConfig
 from vsm_kit.train.hardware import (
     FIT_FRACTION,
     GPU,
-    VOCAB_SIZES,
     GiB,
     Hardware,
     count_parameters,
@@ -18,6 +17,7 @@ from vsm_kit.train.hardware import (
     probe,
     suggest,
 )
+from vsm_kit.train.lora import wrap_lora
 
 H100 = GPU("NVIDIA H100 80GB HBM3", 80 * GiB, (9, 0), bf16=True)
 T4 = GPU("Tesla T4", 16 * GiB, (7, 5), bf16=False)
@@ -61,6 +61,17 @@ def test_counts_match_every_module_of_a_built_model():
     assert {k: v for k, v in counts.items() if k != "lora"} == real
 
 
+@pytest.mark.parametrize("projector", [False, True])
+def test_estimate_trains_what_the_lora_wrapping_trains(projector):
+    """The estimate's trainable count is the wrapped tiny model's: both read one module list."""
+    arch, vocab = vsm_tiny(), VOCAB_SIZES["tiny"]
+    lora = LoraConfig(targets=["q_proj", "v_proj", "down_proj"], train_mm_projector=projector)
+    model = VSMForCausalLM(llama_config(arch, vocab, loc_token_idx=vocab - 1), arch)
+    wrapped = wrap_lora(model, lora)
+    real = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    assert estimate_memory(arch, vocab_size=vocab, lora=lora).trainable_params == real
+
+
 def test_7b_counts():
     counts = count_parameters(vsm_7b())
     assert counts["lora"] == 4_194_304  # 32 layers × (q, v) × r 8 × (4096 in + 4096 out)
@@ -68,12 +79,12 @@ def test_7b_counts():
     assert counts["model.mask_decoder"] == 4_150_500
     assert counts["model.vision_tower"] == 303_179_776  # CLIP ViT-L/14
     assert counts["model.owlvit.vision_model"] == 87_418_368  # OWL-ViT B/16 at 768 px
-    with pytest.raises(ValueError, match="not LLaMA projections"):
+    with pytest.raises(ConfigError, match="lora.targets: .*not LLaMA projections; Fix: use"):
         count_parameters(vsm_7b(), lora=LoraConfig(targets=["qkv"]))
 
 
 def test_7b_recipe_on_one_gpu():
-    e = estimate_memory(vsm_7b(), "bf16", micro_batch=4, zero_stage=2, world_size=1)
+    e = estimate_memory(vsm_7b(), precision="bf16", micro_batch=4, zero_stage=2, world_size=1)
     # embed_tokens + lm_head (32004 × 4096 each) + the [LOC] MLPs + LoRA + the mask decoder and
     # the small heads: 307.8M trainable; the rest of LLaMA, CLIP and OWL-ViT's towers frozen
     assert e.trainable_params == 307_830_322
@@ -82,32 +93,32 @@ def test_7b_recipe_on_one_gpu():
     assert e.trainable_weights == e.gradients == 2 * e.trainable_params
     assert e.optimizer == 12 * e.trainable_params  # fp32 master + two moments
     assert 20 * GiB < e.device < 32 * GiB  # with gradient checkpointing (the default)
-    full = estimate_memory(vsm_7b(), "bf16", 4, 2, gradient_checkpointing=False)
+    full = estimate_memory(vsm_7b(), gradient_checkpointing=False)
     assert full.device > 40 * GiB
     assert full.activations > 4 * e.activations
     assert e.device == sum(e.parts().values()) and e.host == 0
 
 
 def test_zero_sharding_and_offload():
-    one = estimate_memory(vsm_7b(), "bf16", 4, 2, world_size=1)
-    eight = estimate_memory(vsm_7b(), "bf16", 4, 2, world_size=8)
+    one = estimate_memory(vsm_7b(), world_size=1)
+    eight = estimate_memory(vsm_7b(), world_size=8)
     assert one.optimizer == pytest.approx(8 * eight.optimizer, rel=1e-8)
     assert one.gradients == pytest.approx(8 * eight.gradients, rel=1e-8)
     assert eight.frozen_weights == one.frozen_weights  # ZeRO-2 keeps every weight on each rank
-    zero3 = estimate_memory(vsm_7b(), "bf16", 4, 3, world_size=8)
+    zero3 = estimate_memory(vsm_7b(), zero_stage=3, world_size=8)
     assert zero3.frozen_weights == pytest.approx(one.frozen_weights / 8, rel=1e-8)
     assert zero3.gathered > 0
 
-    off = estimate_memory(vsm_7b(), "bf16", 4, 2, offload_optimizer=True)
+    off = estimate_memory(vsm_7b(), offload_optimizer=True)
     assert off.optimizer == 0 and off.host >= one.optimizer
     assert off.device == one.device - one.optimizer
-    params = estimate_memory(vsm_7b(), "bf16", 4, 3, True, True)
+    params = estimate_memory(vsm_7b(), zero_stage=3, offload_optimizer=True, offload_params=True)
     assert params.frozen_weights == params.trainable_weights == 0
     assert params.host > one.frozen_weights
 
 
 def test_fp32_counts_four_bytes_and_no_master_copy():
-    e = estimate_memory(vsm_tiny(), "fp32", vocab_size=VOCAB_SIZES["tiny"])
+    e = estimate_memory(vsm_tiny(), precision="fp32", vocab_size=VOCAB_SIZES["tiny"])
     assert e.frozen_weights == 4 * e.frozen_params
     assert e.optimizer == 8 * e.trainable_params
 

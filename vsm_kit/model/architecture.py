@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from ..errors import VsmKitError
+
 # attention heads are the one size a checkpoint's tensors do not show: the widths of the families
 OWLVIT_HEAD_DIM = 64  # every published OWL-ViT tower (B/32, B/16, L/14)
 LLAMA_HEAD_DIM = 128  # LLaMA-1 7B to 65B
@@ -19,7 +21,15 @@ class LlamaArch:
     rms_norm_eps: float = 1e-6
 
 
-@dataclass(frozen=True)
+class ArchitectureError(VsmKitError, ValueError):
+    """A checkpoint's tensor shapes do not tell an architecture; `problem` without the fix."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem = problem
+        super().__init__(f"{problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClipArch:
     """The frozen CLIP vision tower whose patch features LLaVA projects into the LLM."""
 
@@ -32,7 +42,7 @@ class ClipArch:
     projection_dim: int = 768
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OwlViTArch:
     """OWL-ViT's vision tower (detection features) and the text width its class head matches."""
 
@@ -134,10 +144,12 @@ def vsm_tiny() -> VSMArch:
     )
 
 
-SIZES = {"7b": vsm_7b, "tiny": vsm_tiny}
+SIZES = {"7b": vsm_7b, "tiny": vsm_tiny}  # `weights.arch` names these
+VOCAB_SIZES = {"7b": 32004, "tiny": 1004}  # SentencePiece pieces + 3 image markers + [LOC]
 
 
 def owlvit_from_shapes(
+    *,
     hidden_size: int,
     num_hidden_layers: int,
     intermediate_size: int,
@@ -148,7 +160,8 @@ def owlvit_from_shapes(
     """The OWL-ViT part of a checkpoint from its tensor shapes. The head count is not in the
     tensors: a tower of one of the named sizes keeps that size's count, any other gets
     `OWLVIT_HEAD_DIM`-wide heads. The text tower is dropped in the VSM, so it only has to fit the
-    class head's width (`text_hidden_size`). Raises ValueError when the heads cannot be told."""
+    class head's width (`text_hidden_size`). Raises ArchitectureError when the heads cannot be
+    told."""
     vision = (hidden_size, num_hidden_layers, intermediate_size, image_size, patch_size)
     for size in SIZES.values():
         o = size().owlvit
@@ -162,17 +175,18 @@ def owlvit_from_shapes(
         ):
             return o
     if hidden_size % OWLVIT_HEAD_DIM:
-        raise ValueError(
+        raise ArchitectureError(
             f"an OWL-ViT tower {hidden_size} wide is no named size and no multiple of "
-            f"{OWLVIT_HEAD_DIM}: its head count cannot be told from the tensors"
+            f"{OWLVIT_HEAD_DIM}: its head count cannot be told from the tensors",
+            "pass the OWL-ViT folder the model was trained with (its config.json has the sizes)",
         )
     return OwlViTArch(
-        hidden_size,
-        num_hidden_layers,
-        hidden_size // OWLVIT_HEAD_DIM,
-        intermediate_size,
-        image_size,
-        patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=hidden_size // OWLVIT_HEAD_DIM,
+        intermediate_size=intermediate_size,
+        image_size=image_size,
+        patch_size=patch_size,
         text_hidden_size=text_hidden_size,
         text_layers=1,
         text_heads=1,
@@ -185,8 +199,8 @@ def llama_from_shapes(
     hidden_size: int, num_hidden_layers: int, intermediate_size: int, **known
 ) -> LlamaArch:
     """LLaMA sizes from tensor shapes, `known` (e.g. a head count) taking precedence; heads as
-    for OWL-ViT: a named size's count, else `LLAMA_HEAD_DIM`-wide heads. Raises ValueError when
-    the heads cannot be told."""
+    for OWL-ViT: a named size's count, else `LLAMA_HEAD_DIM`-wide heads. Raises ArchitectureError
+    when the heads cannot be told."""
     shapes = (hidden_size, num_hidden_layers, intermediate_size)
     for size in SIZES.values():
         a = size().llama
@@ -194,9 +208,10 @@ def llama_from_shapes(
             return replace(a, **known)
     if "num_attention_heads" not in known:
         if hidden_size % LLAMA_HEAD_DIM:
-            raise ValueError(
+            raise ArchitectureError(
                 f"a LLaMA {hidden_size} wide is no named size and no multiple of "
-                f"{LLAMA_HEAD_DIM}: its head count cannot be told from the tensors"
+                f"{LLAMA_HEAD_DIM}: its head count cannot be told from the tensors",
+                "add num_attention_heads to the checkpoint's config.json",
             )
         known["num_attention_heads"] = hidden_size // LLAMA_HEAD_DIM
     return LlamaArch(hidden_size, num_hidden_layers, intermediate_size=intermediate_size, **known)

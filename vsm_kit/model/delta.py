@@ -7,21 +7,18 @@ into their first rows. Peak memory is one tensor pair plus one output shard, not
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from ..errors import VsmKitError
-from ..fsutil import atomic_dir, save_safetensors
-from .weights import TensorStore
+from ..fsutil import atomic_dir
+from .weights import SHARD_BYTES, ShardWriter, TensorStore
 
 KEPT_WHOLE = ("model.mm_projector.weight", "model.mm_projector.bias")
 GROWN = ("model.embed_tokens.weight", "lm_head.weight")
-SHARD_BYTES = 1 << 30
 WEIGHT_FILES = (".safetensors", ".bin", ".index.json")
 
 
@@ -35,27 +32,21 @@ class DeltaReport:
 
 
 def apply_delta(
-    base: str | Path, delta: str | Path, out: str | Path, progress: bool = True
+    base: str | Path,
+    delta: str | Path,
+    out: str | Path,
+    progress: bool = True,
+    *,
+    shard_bytes: int = SHARD_BYTES,
 ) -> DeltaReport:
-    """Write `out` = base + delta (safetensors shards, the delta's config and tokenizer files),
-    into a temporary folder renamed into place at the end. Sums are computed in float32 and
-    stored in the delta's dtype."""
+    """Write `out` = base + delta (safetensors shards of at most `shard_bytes`, the delta's
+    config and tokenizer files), into a temporary folder renamed into place at the end. Sums
+    are computed in float32 and stored in the delta's dtype."""
     base_store, delta_store = TensorStore(Path(base)), TensorStore(Path(delta))
     out = Path(out)
     report = DeltaReport(out)
     with atomic_dir(out) as tmp:
-        shard: dict[str, torch.Tensor] = {}
-        size, weight_map, names = 0, {}, []
-
-        def flush():
-            nonlocal shard, size
-            if shard:
-                name = f"model-{len(names) + 1:05d}.safetensors"
-                save_safetensors(shard, tmp / name)
-                names.append(name)
-                weight_map.update(dict.fromkeys(shard, name))
-                shard, size = {}, 0
-
+        shards = ShardWriter(tmp, shard_bytes)
         for key in tqdm(delta_store.keys(), desc="apply delta", disable=not progress):
             d = delta_store.get(key)
             if key not in base_store:
@@ -80,23 +71,9 @@ def apply_delta(
                         "do not fit together"
                     )
                 report.added += 1
-            shard[key] = result.contiguous()
-            size += result.numel() * result.element_size()
-            if size >= SHARD_BYTES:
-                flush()
-        flush()
+            shards.add(key, result.contiguous())
+        shards.close()
         report.base_only = [k for k in base_store.keys() if k not in delta_store]
-        if len(names) == 1:
-            (tmp / names[0]).rename(tmp / "model.safetensors")
-        else:
-            total = len(names)
-            for i, name in enumerate(names, 1):
-                final = f"model-{i:05d}-of-{total:05d}.safetensors"
-                (tmp / name).rename(tmp / final)
-                weight_map = {k: final if v == name else v for k, v in weight_map.items()}
-            (tmp / "model.safetensors.index.json").write_text(
-                json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
-            )
         for p in Path(delta).iterdir():  # config, tokenizer and generation files
             if p.is_file() and not p.name.endswith(WEIGHT_FILES):
                 shutil.copy2(p, tmp / p.name)

@@ -14,9 +14,21 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from ..errors import VsmKitError
+
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 DICE_SCALE, DICE_EPS = 1000.0, 1e-6
 GIOU_MODES = ("original", "normalized")
+
+
+class GiouModeError(VsmKitError, ValueError):
+    """A GIoU variant that is not one of `GIOU_MODES` (the run config's `loss.giou`)."""
+
+    def __init__(self, giou):
+        super().__init__(
+            f"loss.giou: {giou!r} is not a GIoU variant; Fix: set loss.giou to one of "
+            f"{', '.join(GIOU_MODES)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,7 @@ def detection_losses(
     (Σ_valid k_q) · Σ_{all matched pairs, VQA dummies included} (1 − GIoU) / num_boxes;
     "normalized" is Σ_{valid pairs} (1 − GIoU) / num_boxes."""
     if giou not in GIOU_MODES:
-        raise ValueError(f"giou must be one of {GIOU_MODES}, got {giou!r}")
+        raise GiouModeError(giou)
     n = pred_logits.shape[0]
     valid = valid.float()
     k_valid = float(sum(len(g) for g, v in zip(gt_boxes, valid.tolist(), strict=True) if v > 0))

@@ -17,11 +17,29 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from .conversation import image_prompt, tokenize_with_image
+from ..errors import VsmKitError
+from .conversation import IMAGE, image_prompt, tokenize_with_image
 from .image_inputs import ImageInputs
 from .vsm import VSMForCausalLM
 
-LOCATE = "Please locate the {} in this image."
+LOCATE = "Please locate the {} in this image."  # the detection prompt (training uses it too)
+LOC_ANSWER = "Sure, [LOC]."  # the answer the model is trained to give to it
+MARKERS = (IMAGE, "[LOC]")  # placed by the prompt only: a second one breaks the forward pass
+
+
+class PredictorError(VsmKitError, RuntimeError):
+    """The predictor was asked something it cannot answer: no image set, or a marker in text."""
+
+
+def _plain_text(text: str, what: str) -> str:
+    """`text` (a target or question), refused when it holds one of the prompt's markers."""
+    for marker in MARKERS:
+        if marker in text:
+            raise PredictorError(
+                f"the {what} {text[:80]!r} holds {marker!r}, which only the prompt places; "
+                f"Fix: remove {marker!r} from the {what}"
+            )
+    return text
 
 
 @dataclass
@@ -104,13 +122,13 @@ class VSMPredictor:
 
     def _require_image(self):
         if self._image is None:
-            raise RuntimeError("call set_image(image) first")
+            raise PredictorError("no image is set; Fix: call set_image(image) first")
         return self._image
 
     @torch.no_grad()
     def _loc_states(self, target: str, clip: torch.Tensor) -> torch.Tensor:
         """The state before [LOC] of "Sure, [LOC]." for each image's CLIP features: [B, D]."""
-        prompt = image_prompt(LOCATE.format(target), "Sure, [LOC].")
+        prompt = image_prompt(LOCATE.format(_plain_text(target, "target")), LOC_ANSWER)
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
         embeds, expanded, _ = self.model.embed_with_image(ids.expand(len(clip), -1), clip)
         hidden = self.model.model(inputs_embeds=embeds).last_hidden_state
@@ -175,7 +193,7 @@ class VSMPredictor:
         original does: newlines removed (not made spaces), each pair of spaces made one in a
         single pass (four stay two), ends stripped (§10.6)."""
         image = self._require_image()
-        prompt = image_prompt(question)
+        prompt = image_prompt(_plain_text(question, "question"))
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
         if use_cache:
             embeds, _, _ = self.model.embed_with_image(ids, image["clip"])

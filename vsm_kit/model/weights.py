@@ -25,6 +25,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, Ow
 from ..errors import MalformedJsonError, MissingDataError, VsmKitError
 from ..fsutil import atomic_dir, save_safetensors
 from .architecture import (
+    ArchitectureError,
     ClipArch,
     LlamaArch,
     OwlViTArch,
@@ -53,7 +54,7 @@ HEAD_PREFIXES = (
     "model.mask_decoder.",
     "model.text_hidden_fcs_",
 )
-SHARD_BYTES = 2 << 30
+SHARD_BYTES = 2 << 30  # the default shard size of every folder we write
 SHARD_FIX = (
     "re-run the merge that wrote the folder (`vsm-kit merge`), or download or copy the model again"
 )
@@ -207,13 +208,13 @@ def _sam_arch(store: TensorStore) -> SamArch:
 def _clip_arch(clip: Path) -> ClipArch:
     c = CLIPVisionConfig.from_pretrained(str(clip))
     return ClipArch(
-        c.hidden_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        c.intermediate_size,
-        c.image_size,
-        c.patch_size,
-        c.projection_dim,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        image_size=c.image_size,
+        patch_size=c.patch_size,
+        projection_dim=c.projection_dim,
     )
 
 
@@ -229,17 +230,17 @@ def _owlvit_arch(owlvit: Path) -> OwlViTArch:
     o = OwlViTConfig.from_pretrained(str(owlvit))
     v, t = o.vision_config, o.text_config
     return OwlViTArch(
-        v.hidden_size,
-        v.num_hidden_layers,
-        v.num_attention_heads,
-        v.intermediate_size,
-        v.image_size,
-        v.patch_size,
-        t.hidden_size,
-        t.num_hidden_layers,
-        t.num_attention_heads,
-        t.intermediate_size,
-        o.projection_dim,
+        hidden_size=v.hidden_size,
+        num_hidden_layers=v.num_hidden_layers,
+        num_attention_heads=v.num_attention_heads,
+        intermediate_size=v.intermediate_size,
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        text_hidden_size=t.hidden_size,
+        text_layers=t.num_hidden_layers,
+        text_heads=t.num_attention_heads,
+        text_intermediate=t.intermediate_size,
+        projection_dim=o.projection_dim,
     )
 
 
@@ -272,9 +273,9 @@ def _owlvit_from_tensors(store: TensorStore) -> OwlViTArch:
             patch_size=patch,
             text_hidden_size=store.shape(keys["class"])[0],
         )
-    except ValueError as err:
+    except ArchitectureError as err:
         raise WeightsError(
-            f"{err}: pass an OWL-ViT folder with --owlvit (Python: owlvit=...)"
+            f"{err.problem}: pass an OWL-ViT folder with --owlvit (Python: owlvit=...)"
         ) from None
 
 
@@ -303,8 +304,8 @@ def _llama_arch(config: dict, store: TensorStore) -> LlamaArch:
         known["num_attention_heads"] = hidden // (2 * store.shape(inv_freq)[0])
     try:
         return llama_from_shapes(hidden, layers, mlp, **known)
-    except ValueError as err:
-        raise WeightsError(f"{err}: add num_attention_heads to config.json") from None
+    except ArchitectureError as err:
+        raise WeightsError(f"{err.problem}: add num_attention_heads to config.json") from None
 
 
 def _arch_from(config: dict, clip: Path, owlvit: Path | None, store: TensorStore) -> VSMArch:
@@ -477,27 +478,52 @@ def save_vsm(
     return out
 
 
+class ShardWriter:
+    """Writes tensors added one at a time as safetensors shards of at most `shard_bytes` (a
+    tensor larger than that gets a shard of its own): `model.safetensors` when one shard
+    suffices, else `model-i-of-n.safetensors` and their index. Holds one shard at a time."""
+
+    def __init__(self, folder: Path, shard_bytes: int = SHARD_BYTES):
+        self.folder, self.shard_bytes = Path(folder), shard_bytes
+        self.shard: dict[str, torch.Tensor] = {}
+        self.size, self.names, self.weight_map = 0, [], {}
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        n = tensor.numel() * tensor.element_size()
+        if self.shard and self.size + n > self.shard_bytes:
+            self._flush()
+        self.shard[key] = tensor
+        self.size += n
+
+    def _flush(self) -> None:
+        name = f"model-{len(self.names) + 1:05d}.safetensors"  # renamed once the count is known
+        save_safetensors(self.shard, self.folder / name)
+        self.names.append(name)
+        self.weight_map.update(dict.fromkeys(self.shard, name))
+        self.shard, self.size = {}, 0
+
+    def close(self) -> None:
+        """Write the last shard, then name the shards and write the index."""
+        if not self.names:
+            save_safetensors(self.shard, self.folder / "model.safetensors")
+            return
+        if self.shard:
+            self._flush()
+        total, final = len(self.names), {}
+        for i, name in enumerate(self.names, 1):
+            final[name] = f"model-{i:05d}-of-{total:05d}.safetensors"
+            (self.folder / name).rename(self.folder / final[name])
+        weight_map = {k: final[v] for k, v in self.weight_map.items()}
+        (self.folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
+        )
+
+
 def _save_sharded(state: dict[str, torch.Tensor], folder: Path) -> None:
-    shards, current, size = [], {}, 0
+    writer = ShardWriter(folder)
     for k, v in state.items():
-        n = v.numel() * v.element_size()
-        if current and size + n > SHARD_BYTES:
-            shards.append(current)
-            current, size = {}, 0
-        current[k] = v
-        size += n
-    shards.append(current)
-    if len(shards) == 1:
-        save_safetensors(shards[0], folder / "model.safetensors")
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_safetensors(shard, folder / name)
-        weight_map.update(dict.fromkeys(shard, name))
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
-    )
+        writer.add(k, v)
+    writer.close()
 
 
 def init_vsm_from_base(

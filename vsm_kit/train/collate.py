@@ -15,6 +15,7 @@ import torch
 from ..model.conversation import ROUND_SEP, SEP2, render, tokenize_with_image
 from ..model.tokenizer import SpecialIds
 from ..model.vsm import IGNORE_INDEX
+from .config import ConfigError
 from .samples import Sample
 
 
@@ -28,6 +29,7 @@ class Collator:
         ids: SpecialIds,
         max_length: int = 512,
         image_tokens: int = 256,
+        *,
         truncate: bool = True,
     ):
         self.tokenizer = tokenizer
@@ -82,7 +84,12 @@ class Collator:
                 kept_samples.append((sample, keep))
                 rows.extend((sample, *row) for row in keep)
         if not rows:
-            raise ValueError("every conversation of the batch lost its [LOC] to truncation")
+            raise ConfigError(
+                "data.model_max_length",
+                f"{self.max_length} tokens cut the [LOC] of every conversation of a batch "
+                f"(images: {', '.join(str(s.image_path) for s in samples)}); Fix: raise "
+                "data.model_max_length (the original's is 512)",
+            )
         width = max(len(ids) for _, _, ids, _ in rows)
         pad = self.ids.pad
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)

@@ -15,12 +15,29 @@ import yaml
 
 from ..data.sources import GROUPS, SOURCES
 from ..errors import VsmKitError
+from ..model.architecture import SIZES
 from ..model.losses import GIOU_MODES
 
-PRECISIONS = ("bf16", "fp16", "fp32")
-ARCHS = ("7b", "tiny")
+PRECISIONS = ("bf16", "fp16", "fp32")  # the one list of precision names (engine.DTYPES maps them)
+ARCHS = tuple(SIZES)
 # the `nn.Linear` names of a LLaMA decoder layer in transformers: what `lora.targets` may name
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# `VSMForCausalLM` modules trained in full besides LoRA (and model.mm_projector when
+# lora.train_mm_projector): what `lora.wrap_lora` unfreezes and `hardware` counts as trainable
+FULLY_TRAINED = (
+    "lm_head",
+    "model.embed_tokens",
+    "model.visual_projection",
+    "model.prompt_encoder",
+    "model.mask_decoder",
+    "model.text_hidden_fcs_seg",
+    "model.text_hidden_fcs_det",
+    "model.owlvit.class_head",
+    # trainable by name as in the original, so checkpoints hold it; it runs under no_grad
+    # (`VSMForCausalLM.owl_features`), so it never gets a gradient and never changes
+    "model.owlvit.layer_norm",
+)
+MM_PROJECTOR = "model.mm_projector"
 
 
 class ConfigError(VsmKitError):
@@ -208,6 +225,13 @@ class RunConfig:
         if d is not None and not isinstance(d, dict):
             raise ConfigError("config", f"{path} must hold a mapping of fields")
         return cls.from_dict(d)
+
+    def get(self, dotted: str) -> Any:
+        """The value at a dotted path: `cfg.get("optim.lr")`."""
+        node = self
+        for key in dotted.split("."):
+            node = getattr(node, key)
+        return node
 
     def replace(self, **changes) -> RunConfig:
         """A copy with dotted-path overrides: `cfg.replace(**{"optim.lr": 1e-5})`."""

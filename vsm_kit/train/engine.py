@@ -34,7 +34,7 @@ from ..model.image_inputs import ImageInputs
 from ..model.weights import init_vsm_from_base
 from .checkpoints import CheckpointError, Checkpoints
 from .collate import Collator
-from .config import RunConfig
+from .config import PRECISIONS, RunConfig
 from .hybrid import HybridDataset, StepSampler
 from .lora import trainable_summary, wrap_lora
 from .runlog import RunLog
@@ -52,7 +52,7 @@ LOSS_KEYS = (
     "detection_loss_bbox",
     "detection_loss_giou",
 )
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = dict(zip(PRECISIONS, (torch.bfloat16, torch.float16, torch.float32), strict=True))
 
 
 def deepspeed_config(cfg: RunConfig) -> dict:
@@ -184,7 +184,7 @@ def train(run_dir: Path) -> None:
     )
     to_device = _ToDevice(device, DTYPES[cfg.precision], dataset.inputs)
     image_tokens = (arch.clip.image_size // arch.clip.patch_size) ** 2
-    collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens)
+    collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, truncate=True)
     micro_step = resume["sampler"]["micro_step"] if resume else 0
     sampler = StepSampler(cfg.optim.micro_batch, rank, world, start=micro_step)
     loader = DataLoader(
@@ -199,7 +199,7 @@ def train(run_dir: Path) -> None:
         if cfg.cadence.validate
         else []
     )
-    val_collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, False)
+    val_collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, truncate=False)
 
     batches = iter(loader)  # draws from torch's RNG: restore after it, as the first launch
     if resume:

@@ -12,14 +12,21 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.architecture import SIZES, SamArch, VSMArch
-from .config import LoraConfig, RunConfig
+from ..model.architecture import SIZES, VOCAB_SIZES, SamArch, VSMArch
+from .config import (
+    FULLY_TRAINED,
+    LORA_TARGETS,
+    MM_PROJECTOR,
+    PRECISIONS,
+    ConfigError,
+    LoraConfig,
+    RunConfig,
+)
 
 GiB = 1024**3
-VOCAB_SIZES = {"7b": 32004, "tiny": 1004}  # SentencePiece pieces + 3 image markers + [LOC]
-VALUE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+VALUE_BYTES = dict(zip(PRECISIONS, (2, 2, 4), strict=True))
 # AdamW per trainable parameter: fp32 master copy + two fp32 moments (fp32 runs need no master)
-ADAM_BYTES = {"bf16": 12, "fp16": 12, "fp32": 8}
+ADAM_BYTES = dict(zip(PRECISIONS, (12, 12, 8), strict=True))
 CONVERSATIONS_PER_IMAGE = 3  # LLM sequences per image (data.targets_per_sample)
 # bytes kept for backward per token × hidden unit by one 16-bit transformer layer (Korthikanti et
 # al. 2022, "Reducing activation recomputation"; no seq² term since attention runs fused)
@@ -28,17 +35,6 @@ LOSS_FP32_COPIES = 2  # the cross-entropy's fp32 upcast of the logits and its lo
 VISION_ACT_BYTES = 128  # per patch × channel: frozen towers' transient peak + heads on 3 queries
 RUNTIME_OVERHEAD = int(1.5 * GiB)  # CUDA context (CPU: the runtime), NCCL, allocator slack
 FIT_FRACTION = 0.9  # plan for at most this share of a GPU (on CPU: of host RAM)
-TRAINABLE = (  # trained besides LoRA (and model.mm_projector when lora.train_mm_projector)
-    "lm_head",
-    "model.embed_tokens",
-    "model.text_hidden_fcs_seg",
-    "model.text_hidden_fcs_det",
-    "model.mask_decoder",
-    "model.prompt_encoder",
-    "model.visual_projection",
-    "model.owlvit.class_head",
-    "model.owlvit.layer_norm",
-)
 LADDER = ((2, False, False), (2, True, False), (3, True, False))  # (stage, offload opt, params)
 
 
@@ -135,7 +131,11 @@ def count_parameters(
     in_out = dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj"), 2 * h)
     in_out |= dict.fromkeys(("gate_proj", "up_proj", "down_proj"), h + i)
     if unknown := set(lora.targets) - set(in_out):
-        raise ValueError(f"LoRA targets {sorted(unknown)} are not LLaMA projections")
+        raise ConfigError(
+            "lora.targets",
+            f"{sorted(unknown)} are not LLaMA projections; Fix: use names from "
+            + ", ".join(LORA_TARGETS),
+        )
     return {
         "model.layers": lm.num_hidden_layers * (4 * h * h + 3 * h * i + 2 * h),
         "model.norm": h,
@@ -191,6 +191,7 @@ class MemoryEstimate:
 
 def estimate_memory(
     arch: VSMArch,
+    *,
     precision: str = "bf16",
     micro_batch: int = 4,
     zero_stage: int = 2,
@@ -199,7 +200,6 @@ def estimate_memory(
     world_size: int = 1,
     gradient_checkpointing: bool = True,
     seq_len: int = 512,
-    *,
     vocab_size: int = VOCAB_SIZES["7b"],
     lora: LoraConfig | None = None,
 ) -> MemoryEstimate:
@@ -209,7 +209,7 @@ def estimate_memory(
     moves them to host RAM. Gradients stay on the device (DeepSpeed's reduce buckets)."""
     lora = lora or LoraConfig()
     counts = count_parameters(arch, vocab_size, lora)
-    trained = (*TRAINABLE, "lora") + (("model.mm_projector",) if lora.train_mm_projector else ())
+    trained = (*FULLY_TRAINED, "lora") + ((MM_PROJECTOR,) if lora.train_mm_projector else ())
     n_train = sum(counts[k] for k in trained)
     n_frozen = sum(counts.values()) - n_train
     vb = VALUE_BYTES[precision]
@@ -235,14 +235,14 @@ def estimate_for(config: RunConfig, world_size: int = 1) -> MemoryEstimate:
     """`estimate_memory` for a run configuration on `world_size` processes."""
     return estimate_memory(
         SIZES[config.weights.arch](),
-        config.precision,
-        config.optim.micro_batch,
-        config.zero.stage,
-        config.zero.offload_optimizer,
-        config.zero.offload_params,
-        world_size,
-        config.gradient_checkpointing,
-        config.data.model_max_length,
+        precision=config.precision,
+        micro_batch=config.optim.micro_batch,
+        zero_stage=config.zero.stage,
+        offload_optimizer=config.zero.offload_optimizer,
+        offload_params=config.zero.offload_params,
+        world_size=world_size,
+        gradient_checkpointing=config.gradient_checkpointing,
+        seq_len=config.data.model_max_length,
         vocab_size=VOCAB_SIZES[config.weights.arch],
         lora=config.lora,
     )
@@ -298,7 +298,7 @@ def suggest(hardware: Hardware, config: RunConfig) -> Suggestion:
             }
             e, device, host = _need(hardware, config.replace(**fields))
             if device <= _budget(hardware) and host <= FIT_FRACTION * hardware.ram:
-                old = {k: _get(config, k) for k in fields}
+                old = {k: config.get(k) for k in fields}
                 changes = "".join(f"; {k} {old[k]} → {v}" for k, v in fields.items() if old[k] != v)
                 memory = f"{_budget(hardware) / FIT_FRACTION / GiB:.1f} GiB"
                 where = "per GPU" if gpus else "of RAM"
@@ -355,10 +355,3 @@ def _no_fit(hardware: Hardware, closest: RunConfig, device: int, host: int) -> s
     if closest.weights.arch != "tiny":
         tries.append('weights.arch "tiny" (the demo model)')
     return f"will not fit on this machine ({why}); try {', '.join(tries)}"
-
-
-def _get(config: RunConfig, dotted: str) -> Any:
-    node = config
-    for key in dotted.split("."):
-        node = getattr(node, key)
-    return node

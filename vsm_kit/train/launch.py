@@ -32,7 +32,18 @@ from ..data.layout import check_layout
 from ..errors import VsmKitError
 from . import shm
 from .config import RunConfig
-from .runlog import METRICS, STATUS, clear_failures, first_failure
+from .runlog import (
+    FAILED,
+    FINISHED,
+    LIVE,
+    METRICS,
+    RUNNING,
+    STARTING,
+    STATUS,
+    STOPPED,
+    clear_failures,
+    first_failure,
+)
 
 LOG = "train.log"
 # the fields a resumed run may change (a dotted name or the section it starts): where the run
@@ -217,24 +228,24 @@ class TrainingRun:
 
     @property
     def status(self) -> str:
-        """ "starting", "running", "finished", "failed" (as soon as any rank has failed) or
-        "stopped"."""
+        """STARTING, RUNNING, FINISHED, FAILED (as soon as any rank has failed) or STOPPED (the
+        states of `runlog`)."""
         state = self._status_file().get("state")
         if first_failure(self.output_dir):
-            state = "failed"
+            state = FAILED
         if self.process is not None:
             code = self.process.poll()
             if code is None:
-                return state if state in ("running", "failed") else "starting"
+                return state if state in (RUNNING, FAILED) else STARTING
             self._reap()
             if code < 0 or code == 128 + signal.SIGTERM:
-                return "stopped"
-            if state in ("finished", "failed"):
+                return STOPPED
+            if state in (FINISHED, FAILED):
                 return state
-            return "finished" if code == 0 else "failed"
-        if state == "running" and not _alive(self._status_file().get("pid")):
-            return "stopped"
-        return state or "starting"
+            return FINISHED if code == 0 else FAILED
+        if state == RUNNING and not _alive(self._status_file().get("pid")):
+            return STOPPED
+        return state or STARTING
 
     @property
     def error(self) -> str | None:
@@ -289,7 +300,7 @@ class TrainingRun:
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; returns its final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.status in ("starting", "running"):
+        while self.status in LIVE:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.output_dir} still {self.status} after {timeout}s")
             time.sleep(0.5)
@@ -317,7 +328,7 @@ class TrainingRun:
                         bar.refresh()
                     if on_update is not None:
                         on_update(records)
-                if status not in ("starting", "running"):
+                if status not in LIVE:
                     bar.set_description(f"{self.output_dir.name}: {status}")
                     return status
                 time.sleep(poll)
@@ -336,7 +347,7 @@ def remove_run(folder: str | Path) -> bool:
         status = json.loads((folder / STATUS).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         status = {}
-    if status.get("state") in ("starting", "running") and _alive(status.get("pid")):
+    if status.get("state") in LIVE and _alive(status.get("pid")):
         raise VsmKitError(
             f"the run in {folder} is still going (pid {status['pid']}): stop it first"
         )

@@ -6,7 +6,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
 
-from .config import LoraConfig
+from .config import FULLY_TRAINED, MM_PROJECTOR, LoraConfig
 
 # same-named projections inside these parts are not the LLM's and get no LoRA
 EXCLUDED = (
@@ -18,20 +18,6 @@ EXCLUDED = (
     "mm_projector",
     "text_hidden_fcs_seg",
     "text_hidden_fcs_det",
-)
-# trained in full after wrapping (PEFT freezes everything else)
-FULLY_TRAINED = (
-    "lm_head",
-    "embed_tokens",
-    "visual_projection",
-    "prompt_encoder",
-    "mask_decoder",
-    "text_hidden_fcs_seg",
-    "text_hidden_fcs_det",
-    "owlvit.class_head",
-    # trainable by name as in the original, so checkpoints hold it; it runs under no_grad
-    # (`VSMForCausalLM.owl_features`), so it never gets a gradient and never changes
-    "owlvit.layer_norm",
 )
 
 
@@ -60,7 +46,7 @@ def wrap_lora(model: nn.Module, cfg: LoraConfig) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     wrapped = get_peft_model(model, peft_cfg)
-    trained = FULLY_TRAINED + (("mm_projector",) if cfg.train_mm_projector else ())
+    trained = FULLY_TRAINED + ((MM_PROJECTOR,) if cfg.train_mm_projector else ())
     for name, p in wrapped.named_parameters():
         if any(t in name for t in trained):
             p.requires_grad_(True)
@@ -72,10 +58,7 @@ def trainable_summary(model: nn.Module) -> dict[str, int]:
     parts: dict[str, int] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            part = (
-                "lora"
-                if "lora_" in name
-                else next((t for t in FULLY_TRAINED + ("mm_projector",) if t in name), "other")
-            )
+            module = next((t for t in (*FULLY_TRAINED, MM_PROJECTOR) if t in name), "other")
+            part = "lora" if "lora_" in name else module.removeprefix("model.")
             parts[part] = parts.get(part, 0) + p.numel()
     return parts

@@ -22,6 +22,16 @@ from pathlib import Path
 
 from ..fsutil import atomic_write
 
+# a run's states, as `status.json` and `TrainingRun.status` give them
+STARTING, RUNNING, FINISHED, FAILED, STOPPED = (
+    "starting",
+    "running",
+    "finished",
+    "failed",
+    "stopped",
+)
+LIVE = (STARTING, RUNNING)  # states of a run that has not ended
+
 # our loss keys → the original's TensorBoard names
 TB_NAMES = {
     "loss": "train/loss",
@@ -46,7 +56,7 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.dir / TENSORBOARD))
-            self._status("running", step=None)
+            self._status(RUNNING, step=None)
 
     def _write(self, record: dict) -> None:
         if self.rank != 0:
@@ -98,7 +108,7 @@ class RunLog:
         self.tb.add_scalar("metrics/total_secs_per_batch", secs, step)
         self.tb.add_scalar("metrics/data_secs_per_batch", data_secs, step)
         self.tb.add_scalar("metrics/skipped_images", skipped_images, step)
-        self._status("running", step)
+        self._status(RUNNING, step)
         print(
             f"step {step}/{self.total}  loss {losses['loss']:.4f}  lr {lr:.3g}  {secs:.2f}s",
             flush=True,
@@ -114,7 +124,7 @@ class RunLog:
     def finish(self) -> None:
         if self.rank == 0:
             self.tb.close()
-            self._status("finished", self.total)
+            self._status(FINISHED, self.total)
 
     @staticmethod
     def fail(run_dir: Path, err: BaseException) -> None:
@@ -134,7 +144,7 @@ class RunLog:
             f.write(json.dumps(record).encode())
         if rank != 0:
             return
-        status = {"state": "failed", "error": first_failure(run_dir), "pid": os.getpid()}
+        status = {"state": FAILED, "error": first_failure(run_dir), "pid": os.getpid()}
         with atomic_write(run_dir / STATUS) as f:
             f.write(json.dumps(status).encode())
 

@@ -17,11 +17,12 @@ from ..data.boxes import training_targets, xyxy_to_xywh
 from ..data.masks import SummedParts
 from ..data.records import Record, Target
 from ..data.sources import Source, parse_paco_name
+from ..model.predictor import LOC_ANSWER, LOCATE
 
 IMAGE = "<image>"
-QUESTION = "<image>\nPlease locate the {} in this image."
-VAL_QUESTION = "<image>\n Please locate the {} in this image."  # the original's val prompt
-ANSWER = "Sure, [LOC]."
+QUESTION = f"{IMAGE}\n{LOCATE}"
+VAL_QUESTION = f"{IMAGE}\n {LOCATE}"  # the original's val prompt
+ANSWER = LOC_ANSWER
 MAX_BOXES = 100  # the first boxes kept per target of the CAPPED sources
 CAPPED = ("objects365", "cocostuff")  # as the original: PACO keeps every instance
 DUMMY_BOX = ((0.5, 0.5, 1.0, 1.0),)  # VQA rows: matched, never supervised
