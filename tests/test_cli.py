@@ -38,3 +38,23 @@ def test_help_exits_0(capsys):
         main(["search-eval", "--help"])
     assert done.value.code == 0
     assert "--log" in capsys.readouterr().out
+
+
+def test_an_internal_error_keeps_its_traceback_and_does_not_exit_2(tmp_path):
+    """A bug inside a command (here a ValueError, the kind user errors once were) is not turned
+    into a one-line user error: the process prints its traceback and exits 1, not 2."""
+    code = (
+        "import runpy, vsm_kit.data\n"
+        "def broken(*a, **k):\n"
+        "    raise ValueError('a bug in check_layout')\n"
+        "vsm_kit.data.check_layout = broken\n"
+        f"import sys; sys.argv = ['vsm-kit', 'check', {str(tmp_path)!r}]\n"
+        "runpy.run_module('vsm_kit', run_name='__main__')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback (most recent call last)" in run.stderr
+    assert "in broken" in run.stderr and run.stderr.rstrip().endswith(
+        "ValueError: a bug in check_layout"
+    )
+    assert "error: " not in run.stderr

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from vsm_kit.convert import BEST, DEFAULT_DTYPE, DTYPES, LAST, MergeReport, convert, merge
-from vsm_kit.train.config import RunConfig
+from vsm_kit.convert import BEST, DEFAULT_DTYPE, DTYPES, LAST, STAGES, MergeReport, convert_merge
 
 from ._guard import Panel, guarded
 
@@ -39,7 +38,7 @@ class MergePanel(Panel):
         )
         self.verify = W.Checkbox(value=True, description="verify", indent=False)
         self.button = W.Button(description="convert + merge", icon="compress")
-        self.progress = W.IntProgress(min=0, max=3, description="steps")
+        self.progress = W.IntProgress(min=0, max=STAGES, description="steps")
         self.status = W.HTML()
         self.report_html = W.HTML()
         self.output = W.Output()
@@ -64,15 +63,14 @@ class MergePanel(Panel):
         """Convert the chosen checkpoint of the run, merge, save and (optionally) verify."""
         self.report = None
         self.report_html.value = ""
-        run_dir, out = Path(self.run_dir.value), Path(self.out.value)
-        self._stage(0, f"converting the {self.checkpoint.value} checkpoint of {run_dir} …")
-        converted = convert(run_dir, tag=self.checkpoint.value)
-        self._stage(1, f"{converted}; merging …")
-        config = RunConfig.load(run_dir / "config.yaml")
-        self.report = merge(
-            config, converted.out, out, dtype=self.dtype.value, verify=self.verify.value
+        _, self.report = convert_merge(
+            Path(self.run_dir.value),
+            Path(self.out.value),
+            tag=self.checkpoint.value,
+            dtype=self.dtype.value,
+            verify=self.verify.value,
+            progress=self._stage,
         )
-        self._stage(3, f"saved {out}")
         self.report_html.value = _table(self.report)
         return self.report
 

@@ -22,6 +22,10 @@ DPI = 80
 THUMBNAIL_SIDE = 1024  # the chosen image is previewed at most this large
 
 
+class SearchPreviewError(VsmKitError, ValueError):
+    """`SearchPreview` built with a bad combination of arguments."""
+
+
 class SearchPreview(Panel):
     """Image choice (upload, path or dataset sample), target box, search button, live progress,
     then a step slider: the path so far on the whole image beside the step's heatmap on its patch.
@@ -46,7 +50,10 @@ class SearchPreview(Panel):
         batch_siblings: bool = False,
     ):
         if (model is None) == (model_dir is None):
-            raise ValueError("give either a model or a model_dir")
+            raise SearchPreviewError(
+                "SearchPreview: give either model= (a loaded SearchModel) or model_dir= (a merged "
+                "VSM folder), not both and not neither"
+            )
         self._model = model
         self._load_args = {"folder": model_dir, "clip": clip, "owlvit": owlvit, "device": device}
         self.data_dir = None if data_dir is None else Path(data_dir)
@@ -262,13 +269,13 @@ def _cue_text(step: Step, config: SearchConfig) -> str:
     if step.score is not None:
         head += f"queued with score {step.score:.3f} · "
     head += f"top detection score {step.top_score:.2f} · "
-    if step.cue == "target":
+    cue = step.cue
+    if cue is not None and cue.kind == "target":
         return head + "<b>target cue</b>: the detection's own mask logits, strong enough to follow"
-    if step.cue and step.cue.startswith("context: "):
-        answer, _, phrase = step.cue.removeprefix("context: ").rpartition("#")
+    if cue is not None:
         return (
             f"{head}<b>context cue</b>: asked where the target would be, the model answered "
-            f"“{html.escape(answer)}”; segmented “{html.escape(phrase)}”"
+            f"“{html.escape(cue.answer)}”; segmented “{html.escape(cue.phrase)}”"
         )
     if step.top_score > config.confidence_high:
         return head + "<b>detected</b> here: no cue needed"

@@ -29,10 +29,8 @@ merge_module = importlib.import_module("vsm_kit.convert.merge")  # the name `mer
 
 @pytest.fixture(scope="module")
 def run_dir(demo_world, tmp_path_factory):
-    cfg = RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+    cfg = demo_world.recipe(
         **{
-            "data.data_dir": str(demo_world.dataset),
-            "weights.dir": str(demo_world.weights),
             "output_dir": str(tmp_path_factory.mktemp("convert") / "run"),
             "max_steps": 3,
         }
@@ -91,7 +89,11 @@ def test_convert_merge_reload_offline_and_verify(run_dir, converted, demo_world,
     assert converted.chosen.startswith("the best, val det_acc")
     assert converted.trainable > 0 and converted.frozen > 0 and not converted.extra
     out = tmp_path / "merged"
-    _, report = convert_merge(run_dir, out)
+    heard = []
+    _, report = convert_merge(run_dir, out, progress=lambda done, text: heard.append((done, text)))
+    assert [done for done, _ in heard] == [0, 1, merge_module.STAGES]
+    assert "best checkpoint" in heard[0][1] and heard[1][1].startswith(str(converted)[:20])
+    assert heard[-1][1] == f"saved {out}"
     # the original's dtypes: the LLM in bf16, every VSM head in fp32; verified at bf16 tolerance
     dtypes = _saved_dtypes(out)
     heads = {k for k in dtypes if k.startswith(HEAD_PREFIXES)}

@@ -14,6 +14,7 @@ from vsm_kit.errors import MalformedJsonError
 from vsm_kit.search import SearchConfig
 from vsm_kit.search.bench import (
     BenchFormatError,
+    BenchOptionError,
     Summary,
     evaluate_bench,
     load_bench,
@@ -136,7 +137,7 @@ def test_limit_config_and_batching_pass_through(scripted_bench):
     assert [r.model_calls for r in single.records] == [5, 2]  # the image, then each quarter
     assert [r.model_calls for r in batched.records] == [2, 2]  # the quarters in one call
     assert batched.to_dict()["config"]["minimum_size"] == 800
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(BenchOptionError, match="(?s)limit must be at least 1, got 0.*Fix"):
         evaluate_bench(ScriptedBenchModel(), scripted_bench, limit=0, progress=False)
 
 

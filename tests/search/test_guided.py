@@ -49,6 +49,14 @@ def test_a_weak_target_cue_falls_back_to_the_context_cue():
     assert [s.cue for s in result.steps] == [
         f"context: {oracle.context_answer}#on the red mat"
     ] * 2 + [None]
+    cue = result.steps[0].cue
+    assert (cue.kind, cue.question, cue.answer, cue.phrase) == (
+        "context",
+        CONTEXT_QUESTION.format("dog"),
+        oracle.context_answer,
+        "on the red mat",
+    )
+    assert result.to_dict()["steps"][0]["cue"] == f"context: {oracle.context_answer}#on the red mat"
     assert result.model_calls == 3 + 2 * 2
 
 

@@ -19,10 +19,8 @@ TIMEOUT = 600  # the first DeepSpeed run on a machine JIT-builds an op (about a 
 
 def run_config(demo_world, out: Path, max_steps: int, **fields) -> RunConfig:
     """The demo config in fp32 without validation, checkpointing every 4 steps."""
-    return RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+    return demo_world.recipe(
         **{
-            "data.data_dir": str(demo_world.dataset),
-            "weights.dir": str(demo_world.weights),
             "output_dir": str(out),
             "precision": "fp32",
             "max_steps": max_steps,

@@ -45,10 +45,9 @@ def test_a_tree_of_unreadable_images_names_the_last_and_the_fix(world_copy):
 
 
 def test_corrupt_image_between_launches_is_skipped_on_every_rank(demo_world, world_copy, tmp_path):
-    cfg = RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+    cfg = demo_world.recipe(
         **{
             "data.data_dir": str(world_copy),
-            "weights.dir": str(demo_world.weights),
             "output_dir": str(tmp_path / "run"),
             "max_steps": 1,
             "cadence.checkpoint_every": 1,

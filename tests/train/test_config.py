@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import vsm_kit
+from vsm_kit import configs
 from vsm_kit.train.config import ConfigError, RunConfig
 from vsm_kit.train.launch import TrainingRun
 
@@ -12,7 +13,7 @@ CONFIGS = Path(vsm_kit.__file__).parent / "configs"
 
 
 def _tiny(demo_world, tmp_path) -> RunConfig:
-    return RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+    return configs.load("demo_tiny_cpu").replace(
         **{
             "data.data_dir": str(demo_world.dataset),
             "weights.dir": str(demo_world.weights),
@@ -21,7 +22,7 @@ def _tiny(demo_world, tmp_path) -> RunConfig:
     )
 
 
-@pytest.mark.parametrize("name", ["demo_tiny_cpu.yaml", "vsm_7b_lora.yaml"])
+@pytest.mark.parametrize("name", [f"{n}.yaml" for n in configs.names()])
 def test_shipped_recipes_open_with_their_command_and_round_trip(name, tmp_path):
     text = (CONFIGS / name).read_text()
     assert text.startswith("# ") and "vsm-kit train --config" in text.split("\n\n")[0]
@@ -31,12 +32,12 @@ def test_shipped_recipes_open_with_their_command_and_round_trip(name, tmp_path):
 
 
 def test_the_7b_recipe_is_the_original_default():
-    cfg = RunConfig.load(CONFIGS / "vsm_7b_lora.yaml")
+    cfg = configs.load("vsm_7b_lora")
     assert cfg == RunConfig()  # the dataclass defaults are train.py's defaults
     assert cfg.total_steps == 100_000 and cfg.optim.micro_batch * cfg.optim.grad_accum == 8
 
 
-@pytest.mark.parametrize("name", ["demo_tiny_cpu.yaml", "vsm_7b_lora.yaml"])
+@pytest.mark.parametrize("name", [f"{n}.yaml" for n in configs.names()])
 def test_recipes_train_with_the_originals_giou_term_and_name_the_other(name):
     cfg = RunConfig.load(CONFIGS / name)
     assert cfg.loss.giou == "original" == RunConfig().loss.giou

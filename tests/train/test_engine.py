@@ -10,7 +10,6 @@ from pathlib import Path
 
 import vsm_kit
 from vsm_kit.train.checkpoints import Checkpoints
-from vsm_kit.train.config import RunConfig
 from vsm_kit.train.launch import TrainingRun
 from widgets import RunForm
 
@@ -25,10 +24,8 @@ def _steps(records):
 
 
 def test_train_kill_and_resume_step_exactly(demo_world, tmp_path):
-    cfg = RunConfig.load(CONFIGS / "demo_tiny_cpu.yaml").replace(
+    cfg = demo_world.recipe(
         **{
-            "data.data_dir": str(demo_world.dataset),
-            "weights.dir": str(demo_world.weights),
             "output_dir": str(tmp_path / "run"),
             "max_steps": 20,
         }

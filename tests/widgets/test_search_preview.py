@@ -10,6 +10,7 @@ from PIL import Image
 
 from vsm_kit.search import SearchConfig
 from widgets import SearchPreview
+from widgets.search_preview import SearchPreviewError
 
 from ..search.oracle import ScriptedOracle, coordinate_image
 
@@ -63,6 +64,16 @@ def test_context_cue_text_names_the_answer_and_phrase():
     assert "context cue" in panel.cue.value and "on the red mat" in panel.cue.value
 
 
+def test_a_hash_in_the_answer_reaches_the_cue_text_whole():
+    answer = "The dog is most likely to appear on mat #3."
+    oracle = ScriptedOracle(TARGET, sees_below=400, cue_peak=2.0, context_answer=answer)
+    panel = SearchPreview(oracle)
+    panel.load_array(coordinate_image(2048, 1536))
+    panel.run("dog")
+    panel.show_step(0)
+    assert f"answered “{answer}”; segmented “on mat #3”" in panel.cue.value
+
+
 def test_errors_show_in_the_status_line_and_do_not_raise(tmp_path):
     panel = SearchPreview(ScriptedOracle(TARGET))
     assert panel.run("dog") is None and "Choose an image first" in panel.status.value
@@ -84,7 +95,7 @@ def test_lazy_model_dir_reports_a_missing_folder(tmp_path):
     assert panel.run("dog") is None
     assert "model config" in panel.status.value and "no-model" in panel.status.value
     assert not panel.button.disabled
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(SearchPreviewError, match="either model= .* or model_dir="):
         SearchPreview()
 
 

@@ -12,6 +12,7 @@ on a fixed input with the unmerged LoRA model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ DEFAULT_DTYPE = "mixed"
 # max |merged − unmerged| / max |unmerged| allowed per output, by the LLM's saved dtype
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 GiB = 1024**3
+STAGES = 2  # convert_merge's steps: convert, merge (+ verify)
 
 
 class MergeError(VsmKitError):
@@ -154,12 +156,19 @@ def convert_merge(
     tag: str = BEST,
     dtype: str = DEFAULT_DTYPE,
     verify: bool = True,
+    progress: Callable[[int, str], None] | None = None,
 ) -> tuple[ConvertReport, MergeReport]:
     """Both steps for a run folder, with the base and weight paths from its saved config;
-    `tag` as for `convert` (default: the best checkpoint, as the original exports)."""
+    `tag` as for `convert` (default: the best checkpoint, as the original exports).
+    `progress(done, text)` hears each stage of STAGES as it starts and once all are done."""
+    progress = progress or (lambda done, text: None)
+    progress(0, f"converting the {tag} checkpoint of {run_dir} …")
     converted = convert(run_dir, tag)
+    progress(1, f"{converted}; merging …")
     config = RunConfig.load(Path(run_dir) / "config.yaml")
-    return converted, merge(config, converted.out, out, dtype=dtype, verify=verify)
+    merged = merge(config, converted.out, out, dtype=dtype, verify=verify)
+    progress(STAGES, f"saved {merged.out}")
+    return converted, merged
 
 
 def probe_batch(tokenizer, ids, arch, seed: int = 0) -> dict:

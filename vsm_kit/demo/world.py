@@ -51,6 +51,14 @@ class DemoWorld:
     def weights(self) -> Path:
         return self.root / "weights"
 
+    def recipe(self, **overrides):
+        """The demo recipe (demo_tiny_cpu) on this world's data and weights, then `overrides`
+        (dotted paths, as for `RunConfig.replace`: `recipe(**{"optim.lr": 1e-3})`)."""
+        from .. import configs
+
+        world = {"data.data_dir": str(self.dataset), "weights.dir": str(self.weights)}
+        return configs.load("demo_tiny_cpu").replace(**world | overrides)
+
 
 def _dump(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,12 @@
 
 from .bench import BenchReport, evaluate_bench, load_bench, summary_table, write_log
 from .config import SearchConfig
-from .cues import context_phrase, noun_chunks
+from .cues import Cue, context_phrase, noun_chunks
 from .guided import SearchModel, SearchResult, Step, split, visual_search
 
 __all__ = [
     "BenchReport",
+    "Cue",
     "SearchConfig",
     "SearchModel",
     "SearchResult",

@@ -40,6 +40,10 @@ class BenchFormatError(VsmKitError, ValueError):
         super().__init__(f"V*Bench {path}: {problem}.\n  Fix: {fix}")
 
 
+class BenchOptionError(VsmKitError, ValueError):
+    """An `evaluate_bench` argument out of range; the message names it and the fix."""
+
+
 @dataclass(frozen=True)
 class BenchSample:
     """One target of one image. `box_xywh` in image pixels."""
@@ -203,7 +207,10 @@ def evaluate_bench(
     """Search every target of the bench (the first `limit` samples when given) and score it."""
     bench = bench if isinstance(bench, Bench) else load_bench(bench)
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise BenchOptionError(
+            f"limit must be at least 1, got {limit}.\n  Fix: give a positive count (--limit N), "
+            "or None to search every target"
+        )
     samples = bench.samples[:limit]
     if not samples:
         raise BenchFormatError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 
 CONTEXT_QUESTION = (
     "According to the common sense knowledge and possible visual cues, what is the most likely "
@@ -20,6 +21,28 @@ ANSWER_MARK = "most likely to appear"
 SPACY_INSTALL = "pip install spacy && python -m spacy download en_core_web_sm"
 _LEFT_DEPS = ("amod", "compound", "poss")
 _RIGHT_DEPS = ("relcl", "prep")
+
+
+@dataclass(frozen=True, eq=False)
+class Cue(str):
+    """What led a step into its sub-patches: kind "target" (the detection's own mask logits) or
+    "context" (the `question` asked, the model's `answer`, the `phrase` segmented). It is also
+    the original's packed text ("target", "context: <answer>#<phrase>"), so result.json, the
+    step titles and comparisons keep their form; read the fields, never split the text."""
+
+    kind: str
+    question: str | None = None
+    answer: str | None = None
+    phrase: str | None = None
+
+    def __new__(cls, kind: str, question=None, answer=None, phrase=None):
+        return super().__new__(cls, kind if kind == "target" else f"context: {answer}#{phrase}")
+
+    def __getnewargs__(self):  # pickling rebuilds it from its fields, not from its text
+        return (self.kind, self.question, self.answer, self.phrase)
+
+
+TARGET_CUE = Cue("target")
 
 
 def location_phrase(answer: str, target: str) -> str:

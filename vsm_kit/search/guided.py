@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from .config import SearchConfig
-from .cues import CONTEXT_QUESTION, context_phrase
+from .cues import CONTEXT_QUESTION, TARGET_CUE, Cue, context_phrase
 
 
 class SearchModel(Protocol):
@@ -56,7 +56,7 @@ class Step:
     top_score: float = 0.0
     detection_xywh: tuple[float, float, float, float] | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)  # float32 [h, w] in [0, 1]
-    cue: str | None = None  # "target", or "context: <answer>#<phrase>"
+    cue: Cue | None = None  # what led into its sub-patches (None: found, or not split)
 
     def to_dict(self) -> dict:
         return {
@@ -67,7 +67,7 @@ class Step:
             "parent": self.parent,
             "top_score": self.top_score,
             "detection_xywh": None if self.detection_xywh is None else list(self.detection_xywh),
-            "cue": self.cue,
+            "cue": None if self.cue is None else str(self.cue),  # the original's packed text
         }
 
 
@@ -158,16 +158,17 @@ class _Search:
             return False
         cue = np.maximum(np.asarray(loc.mask_logits, dtype=np.float32), 0)
         if cue.max() > config.cue_threshold(node.level):
-            node.heatmap, node.cue = _normalise(cue), "target"
+            node.heatmap, node.cue = _normalise(cue), TARGET_CUE
         else:
             if node.box_xywh in self.located_in_batch:
                 self.model.set_image(self.crop(node.box_xywh))  # free while the model keeps it
                 self.encodes += 1
-            answer = self.model.answer(CONTEXT_QUESTION.format(self.target))
+            question = CONTEXT_QUESTION.format(self.target)
+            answer = self.model.answer(question)
             phrase = context_phrase(answer, self.target)
             seg = np.maximum(np.asarray(self.model.segment(phrase), dtype=np.float32), 0)
             self.calls += 2
-            node.heatmap, node.cue = _normalise(seg), f"context: {answer}#{phrase}"
+            node.heatmap, node.cue = _normalise(seg), Cue("context", question, answer, phrase)
         lineage = [node]
         while lineage[-1].parent >= 0:
             lineage.append(self.steps[lineage[-1].parent])
