@@ -12,7 +12,15 @@ from typing import get_args, get_origin, get_type_hints
 import ipywidgets as W
 
 from vsm_kit.errors import VsmKitError
-from vsm_kit.train.config import ARCHS, GIOU_MODES, PRECISIONS, ConfigError, RunConfig
+from vsm_kit.train import (
+    ARCHS,
+    GIOU_MODES,
+    LIVE,
+    PRECISIONS,
+    ConfigError,
+    RunConfig,
+    TrainingRun,
+)
 
 from ._guard import Panel, error_html, guarded
 
@@ -23,7 +31,6 @@ CHOICES = {
     "zero.stage": (0, 1, 2, 3),
 }
 SECTION_TITLES = {"optim": "Optimiser", "lora": "LoRA", "zero": "ZeRO"}
-LIVE = ("starting", "running")
 INVALID_BORDER = "1px solid #b00020"
 STYLE = {"description_width": "200px"}
 
@@ -217,7 +224,7 @@ class RunForm(Panel):
         cfg = self._check()
         if cfg is None:
             return None
-        start = self._start or _default_start()
+        start = self._start or TrainingRun.start
         self.run = start(cfg)
         self.refresh_status()
         return self.run
@@ -240,12 +247,6 @@ class RunForm(Panel):
                 f"{html.escape(str(self.run.output_dir))}"
             )
         self._set_buttons()
-
-
-def _default_start() -> Callable:
-    from vsm_kit.train.launch import TrainingRun
-
-    return TrainingRun.start
 
 
 def _shape(hint, value, keys: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

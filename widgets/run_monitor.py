@@ -8,13 +8,10 @@ import time
 
 import ipywidgets as W
 
-from vsm_kit.train.launch import TrainingRun
-from vsm_kit.train.runlog import skipped_images
+from vsm_kit.train import LIVE, TrainingRun, skipped_images
 from vsm_kit.viz import latest_by_step, plot_training, render_png
 
 from ._guard import Panel, error_html
-
-LIVE = ("starting", "running")
 
 
 class RunMonitor(Panel):

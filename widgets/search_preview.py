@@ -10,8 +10,7 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
-from vsm_kit.data import SOURCES, Source, open_source
-from vsm_kit.data.images import load_rgb
+from vsm_kit.data import SOURCES, Source, load_rgb, open_source
 from vsm_kit.errors import CorruptImageError, VsmKitError
 from vsm_kit.search import SearchConfig, SearchModel, SearchResult, Step, visual_search
 from vsm_kit.viz import draw_search_path, draw_step, render_png
@@ -111,7 +110,7 @@ class SearchPreview(Panel):
         """The model given, or the one loaded from `model_dir` on first use."""
         if self._model is None:
             # imported here: `import widgets` stays quick for panels that need no model
-            from vsm_kit.model.predictor import VSMPredictor
+            from vsm_kit.model import VSMPredictor
 
             folder = self._load_args["folder"]
             self.status.value = f"loading the model from {html.escape(str(folder))} …"
@@ -283,14 +282,6 @@ def _cue_text(step: Step, config: SearchConfig) -> str:
 
 
 def _summary(result: SearchResult) -> str:
-    verdict = "found" if result.found else "not found"
-    text = f"<b>{html.escape(result.target)}</b>: {verdict}"
-    if result.box_xywh is not None:
-        box = ", ".join(f"{v:.0f}" for v in result.box_xywh)
-        best = "box" if result.found else "best tentative box"
-        text += f" · {best} xywh ({box}) px"
-    return text + (
-        f" · score {result.score:.3f} · path length {result.path_length} of "
-        f"{len(result.steps)} patches · {result.model_calls} model calls "
-        f"({result.encodes} encodes) · {result.seconds:.2f} s"
-    )
+    """`result.describe()` with the target in bold."""
+    name = html.escape(result.target)
+    return f"<b>{name}</b>" + html.escape(result.describe()).removeprefix(name)

@@ -231,3 +231,18 @@ def test_identical_paths_with_sibling_batching_on_and_off(name):
     # a batched sibling visited later costs no call; the batch itself may locate extra patches
     assert batched.model_calls <= plain.model_calls
     assert batched.encodes >= plain.encodes == len(plain.steps)
+
+
+def test_describe_gives_the_verdict_box_score_and_cost_in_one_line():
+    from vsm_kit.search.guided import SearchResult
+
+    found = SearchResult("red cup", True, (10.4, 20.6, 30, 40), 0.91234, [None] * 5, 3, 7, 5, 1.234)
+    assert found.describe() == (
+        "red cup: found · box xywh (10, 21, 30, 40) px · score 0.912 · path length 3 of 5 "
+        "patches · 7 model calls (5 encodes) · 1.23 s"
+    )
+    missed = SearchResult("a#b", False, None, 0.0, [None], 0, 1, 1, 0.5)
+    assert missed.describe() == (
+        "a#b: not found · score 0.000 · path length 0 of 1 patches · 1 model calls "
+        "(1 encodes) · 0.50 s"
+    )

@@ -84,6 +84,18 @@ class SearchResult:
     seconds: float
     all_boxes_xywh: list[tuple[float, float, float, float]] = field(default_factory=list)
 
+    def describe(self) -> str:
+        """One line: the verdict, the box, the score and what the search cost."""
+        text = f"{self.target}: {'found' if self.found else 'not found'}"
+        if self.box_xywh is not None:
+            box = ", ".join(f"{v:.0f}" for v in self.box_xywh)
+            text += f" · {'box' if self.found else 'best tentative box'} xywh ({box}) px"
+        return text + (
+            f" · score {self.score:.3f} · path length {self.path_length} of "
+            f"{len(self.steps)} patches · {self.model_calls} model calls "
+            f"({self.encodes} encodes) · {self.seconds:.2f} s"
+        )
+
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("target", "found", "score", "path_length")}
         out |= {"model_calls": self.model_calls, "encodes": self.encodes, "seconds": self.seconds}

@@ -2,13 +2,18 @@
 and the hardware probe."""
 
 from .collate import Collator
-from .config import ConfigError, RunConfig
+from .config import ARCHS, GIOU_MODES, PRECISIONS, ConfigError, RunConfig
 from .hardware import Hardware, probe, suggest
 from .hybrid import HybridDataset, StepSampler
 from .launch import TrainingRun, remove_run
+from .runlog import LIVE, skipped_images
 from .samples import Sample, build_sample
 
 __all__ = [
+    "ARCHS",
+    "GIOU_MODES",
+    "LIVE",
+    "PRECISIONS",
     "Collator",
     "ConfigError",
     "Hardware",
@@ -20,5 +25,6 @@ __all__ = [
     "build_sample",
     "probe",
     "remove_run",
+    "skipped_images",
     "suggest",
 ]
