@@ -17,6 +17,11 @@ class MissingDataError(VsmKitError, FileNotFoundError):
         super().__init__(f"Missing {what}: {self.path}\n  Fix: {fix}")
 
 
+class BadArgumentError(VsmKitError, ValueError):
+    """A name or value passed to the library that it does not know (a dataset group, a source,
+    a step); the message lists the ones it does."""
+
+
 class MalformedJsonError(VsmKitError, ValueError):
     """A JSON file cannot be parsed; `offset` is the byte offset of the problem."""
 

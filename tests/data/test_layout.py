@@ -58,3 +58,19 @@ def test_report_can_leave_out_built_files(demo_world):
     full, raw = report.format(root="D"), report.format(root="D", built=False)
     assert "image2bboxes.json" in full and "image2bboxes.json" not in raw
     assert "Dataset layout under D" in raw and str(demo_world.dataset) not in raw
+
+
+def test_unknown_names_are_user_errors_listing_the_known_ones(tmp_path):
+    from vsm_kit.data import open_source
+    from vsm_kit.demo import make_demo_world
+    from vsm_kit.errors import BadArgumentError
+    from vsm_kit.preprocess import preprocess
+
+    with pytest.raises(BadArgumentError, match=r"unknown dataset group\(s\) \['nope'\]; choose"):
+        check_layout(tmp_path, groups=["nope"])
+    with pytest.raises(BadArgumentError, match="unknown source .nope.; choose from objects365, "):
+        open_source("nope", tmp_path)
+    with pytest.raises(BadArgumentError, match=r"unknown step\(s\) \['nope'\]; choose from "):
+        preprocess(tmp_path, only=["nope"])
+    with pytest.raises(BadArgumentError, match="scale must be a positive integer, got 0"):
+        make_demo_world(tmp_path / "w", scale=0)

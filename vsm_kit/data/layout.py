@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BadArgumentError
 from . import tree
 from .images import link_problem, verify_image
 from .sources import GROUPS
@@ -112,7 +113,9 @@ def check_layout(
     groups = tuple(groups)
     unknown = set(groups) - set(GROUP_NAMES)
     if unknown:
-        raise ValueError(f"unknown dataset group(s) {sorted(unknown)}; choose from {GROUP_NAMES}")
+        raise BadArgumentError(
+            f"unknown dataset group(s) {sorted(unknown)}; choose from {', '.join(GROUP_NAMES)}"
+        )
     report = LayoutReport(data_dir, groups)
     for entry in tree.PATHS.values():
         if set(entry.groups) & set(groups):

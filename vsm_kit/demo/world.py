@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import BadArgumentError
 from ..jsonio import dump_json_bytes, load_json
 from ..model.architecture import vsm_tiny
 from ._coco import write_coco_family
@@ -71,7 +72,7 @@ def make_demo_world(
     """Write `out/dataset/` (the data tree) and `out/weights/` (tiny base weights and a tiny VSM),
     replacing an earlier world only once the new one is complete."""
     if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+        raise BadArgumentError(f"scale must be a positive integer, got {scale}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data import tree
 from ..data.stats import format_table
-from ..errors import MissingDataError, VsmKitError
+from ..errors import BadArgumentError, MissingDataError, VsmKitError
 from ..fsutil import is_up_to_date
 from . import coco, goldg, objects365
 from ._common import StepResult, Timer, peak_rss_mb, require_inputs
@@ -83,7 +83,7 @@ def preprocess(
     steps = list(only or STEPS)
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        raise ValueError(f"unknown step(s) {unknown}; choose from {', '.join(STEPS)}")
+        raise BadArgumentError(f"unknown step(s) {unknown}; choose from {', '.join(STEPS)}")
     results: list[StepResult] = []
     try:
         for step in steps:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import VsmKitError
+from ...errors import BadArgumentError, VsmKitError
 from ._base import Source
 from .cocostuff import CocoStuff
 from .grounding import FlickrEntities, GoldGMixed
@@ -41,7 +41,9 @@ def open_source(name: str, data_dir: str | Path, **options) -> Source:
     try:
         cls = SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}") from None
+        raise BadArgumentError(
+            f"unknown source {name!r}; choose from {', '.join(SOURCES)}"
+        ) from None
     return cls(data_dir, **options)
 
 
