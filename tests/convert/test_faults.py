@@ -123,7 +123,7 @@ def test_a_full_disk_while_saving_names_the_folder_and_the_space(
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(weights_module, "save_file", no_space)
+    monkeypatch.setattr(weights_module, "save_safetensors", no_space)
     with pytest.raises(OutputError) as err:
         save_vsm(model, tokenizer, out, clip)
     saved = [v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")]

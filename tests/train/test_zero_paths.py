@@ -44,8 +44,15 @@ def test_zero_path_trains_resumes_converts_and_merges(name, zero2_reference, dem
     assert report.tag == "global_step4" and not report.extra
     want, got = load_file(zero2_reference.weights), load_file(report.out)
     assert got.keys() == want.keys() and any("lora_" in k for k in got)
-    for k in want:  # to float32 rounding: ZeRO-3 reduce-scatters, ZeRO-2 all-reduces
-        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+    moved = 2 * sum(r["lr"] for r in theirs.values())  # Adam moves a weight ~lr a step at most
+    for k in want:
+        if k.endswith("k_proj.bias"):
+            # a key bias has no true gradient (softmax ignores a shift shared by every key):
+            # Adam turns float noise into its steps, which reduce-scatter and all-reduce round
+            # differently; they still stay within the steps' sizes
+            assert (got[k] - want[k]).abs().max() <= moved, k
+        else:  # to float32 rounding: ZeRO-3 reduce-scatters, ZeRO-2 all-reduces
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
 
     out = tmp_path / "merged"
     _, merged = convert_merge(resumed.output_dir, out)
