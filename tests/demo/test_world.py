@@ -1,4 +1,5 @@
 import hashlib
+import pickle
 import stat
 
 import numpy as np
@@ -124,3 +125,9 @@ def test_files_and_folders_get_the_umasks_permissions(demo_world):
         if stat.S_IMODE(p.stat().st_mode) != (0o777 if p.is_dir() else 0o666) & ~mask
     ]
     assert not wrong, wrong[:5]
+
+
+def test_refcoco_val_has_enough_expressions_to_measure_learning(demo_world):
+    refs = pickle.loads((demo_world.dataset / "refer_seg/refcoco/refs(unc).p").read_bytes())
+    val = [s["sent"] for r in refs if r["split"] == "val" for s in r["sentences"]]
+    assert len(val) >= 20 and len(set(val)) >= 10

@@ -4,6 +4,7 @@ demo world's bench, bad annotations, and `vsm-kit search-eval` with the tiny rea
 import json
 
 import numpy as np
+from scipy import ndimage
 import pytest
 from PIL import Image
 
@@ -211,7 +212,7 @@ def test_the_demo_world_bench_matches_what_was_drawn(demo_world):
         (s.image.relative_to(demo_world.dataset).as_posix(), s.target): s.box_xywh
         for s in bench.samples
     }
-    assert got.keys() == truth.keys() and len(got) == 3 + 2 * 2
+    assert got.keys() == truth.keys() and len(got) == 6 + 3 * 2
     for key, (x, y, w, h) in got.items():
         assert truth[key] == [x, y, x + w, y + h]
     for image in sorted({s.image for s in bench.samples}):
@@ -221,6 +222,13 @@ def test_the_demo_world_bench_matches_what_was_drawn(demo_world):
         ann = json.loads(image.with_suffix(".json").read_text())
         boxes = np.array(ann["bbox"])
         assert boxes.dtype.kind == "i" and (boxes[:, 2:] < 80).all()  # small targets
+        assert (boxes[:, 2] * boxes[:, 3] <= 0.002 * pixels.shape[0] * pixels.shape[1]).all()
+        # among distractors: outside the targets' boxes, 4 more saturated shapes of target size
+        saturated = np.ptp(pixels.astype(int), axis=2) > 80
+        for x, y, w, h in boxes:
+            saturated[y : y + h, x : x + w] = False
+        parts, n = ndimage.label(saturated)
+        assert (np.bincount(parts.ravel())[1:] >= 150).sum() >= 4
         centers = boxes[:, :2] + boxes[:, 2:] // 2
         if image.parent.name == "direct_attributes":  # the first option names the drawn colour
             color = ann["options"][0].removesuffix(".").split()[-1]

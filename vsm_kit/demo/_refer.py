@@ -32,6 +32,7 @@ CLEF_THINGS = {
     "boat": "rectangle",
     "sign": "star",
 }
+COCO_SCENES = 24  # shared by refCOCO/+/g: every 6th is refCOCO val, 4 scenes of 2–3 objects
 SPLITS = {
     "refcoco": ("train", "train", "train", "val", "testA", "testB"),
     "refcoco+": ("train", "train", "train", "val", "testA", "testB"),
@@ -65,7 +66,7 @@ def write_refer(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
     coco = _scenes(
         ds,
         rng,
-        10 * scale,
+        COCO_SCENES * scale,
         COCO_THINGS,
         tree.path("refcoco", "images"),
         lambda i: f"COCO_train2014_{i:012d}.jpg",
@@ -155,7 +156,9 @@ def _write_dataset(ds, name, scenes, cats, cat_id, rng, dump, polygons: bool):
                 }
             )
             others = [o for o in sc["things"] if o is not t]
-            sents = _sentences(name, t, others, w)[: int(rng.integers(1, 4))]
+            sents = _sentences(name, t, others, w)
+            if split == "train":  # evaluation splits keep every expression (val: ≥ 24 in refCOCO)
+                sents = sents[: int(rng.integers(1, 4))]
             ref_id = len(refs)
             sent_ids = [ref_id * 10 + s for s in range(len(sents))]
             refs.append(

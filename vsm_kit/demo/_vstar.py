@@ -1,6 +1,7 @@
-"""V*Bench: large JPEGs with small targets on a cluttered background, each beside a json of the
-same stem (`target_object` names, `bbox` xywh pixels per name, `question`, `options` with the
-correct answer first), in the benchmark's two folders."""
+"""V*Bench: large JPEGs with small targets (each at most 0.2 % of its image) among saturated
+distractors of the other target kinds on a cluttered background, each beside a json of the same
+stem (`target_object` names, `bbox` xywh pixels per name, `question`, `options` with the correct
+answer first), in the benchmark's two folders: 6 + 3 × 2 = 12 targets at scale 1."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ TARGET_COLORS = ("red", "green", "blue", "yellow", "orange", "purple", "pink")  
 # folder, targets per image, (width, height) of its images in name order: the first ones are the
 # smallest, so a quick `search-eval --limit 2` searches small images
 FOLDERS = (
-    ("direct_attributes", 1, ((1024, 768), (1024, 768), (2048, 1536))),
-    ("relative_position", 2, ((1536, 1024), (1280, 1920))),
+    ("direct_attributes", 1, ((1024, 768),) * 3 + ((1280, 960), (1536, 1024), (2048, 1536))),
+    ("relative_position", 2, ((1536, 1024), (1280, 1920), (2048, 1536))),
 )
-TARGET_SIDE = (24, 64)  # pixels: a few tens, as small as the real bench's targets
+MIN_SIDE = 24  # pixels: a few tens, as small as the real bench's targets
+MAX_AREA = 0.002  # of the image, per target box
+DISTRACTORS = 4  # per image: the other target kinds, saturated, away from the targets
 CLUTTER_SIDE = (16, 160)
 CLUTTER_PER_MPIX = 60
 
@@ -41,6 +44,10 @@ def write_vstar_bench(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
             objects = [str(t) for t in rng.choice(list(TARGETS), n_targets, replace=False)]
             colors = [str(c) for c in rng.choice(TARGET_COLORS, n_targets, replace=False)]
             boxes = _place(rng, width, height, n_targets)
+            kinds = [k for name, k in TARGETS.items() if name not in objects]
+            for box in _spread(rng, width, height, DISTRACTORS, avoid=boxes):
+                kind, color = str(rng.choice(kinds)), str(rng.choice(TARGET_COLORS))
+                _draw_target(draw, kind, COLORS[color], box)
             bboxes = [
                 _draw_target(draw, TARGETS[t], COLORS[c], b)
                 for t, c, b in zip(objects, colors, boxes, strict=True)
@@ -87,12 +94,18 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return im
 
 
+def _sides(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
+    """A target's box sides: at least MIN_SIDE, their product at most MAX_AREA of the image."""
+    top = int((MAX_AREA * width * height) ** 0.5)
+    return tuple(int(v) for v in rng.integers(MIN_SIDE, top + 1, size=2))
+
+
 def _place(rng: np.random.Generator, width: int, height: int, n: int) -> list[tuple]:
     """`n` integer boxes (x0, y0, x1, y1) away from the borders; two are far apart left to right,
     so which one is on the left is never in doubt."""
     out = []
     for j in range(n):  # target j's centre lies in the j-th of n vertical slots
-        w, h = (int(v) for v in rng.integers(*TARGET_SIDE, size=2))
+        w, h = _sides(rng, width, height)
         cx = rng.uniform(j / n + 0.05, (j + 1) / n - 0.05) * width
         cy = rng.uniform(0.05, 0.95) * height
         x0, y0 = int(cx - w / 2), int(cy - h / 2)
@@ -100,6 +113,22 @@ def _place(rng: np.random.Generator, width: int, height: int, n: int) -> list[tu
     if n == 2 and rng.random() < 0.5:
         out.reverse()  # the first-named target is on the right as often as on the left
     return out
+
+
+def _spread(rng, width: int, height: int, n: int, avoid: list[tuple]) -> list[tuple]:
+    """`n` target-sized boxes that keep a box's side away from `avoid` and from each other."""
+    out: list[tuple] = []
+    while len(out) < n:
+        w, h = _sides(rng, width, height)
+        x0, y0 = int(rng.uniform(0.03, 0.97) * width - w), int(rng.uniform(0.03, 0.97) * height - h)
+        box = (max(x0, 0), max(y0, 0), max(x0, 0) + w, max(y0, 0) + h)
+        if all(_apart(box, other, max(w, h)) for other in avoid + out):
+            out.append(box)
+    return out
+
+
+def _apart(a: tuple, b: tuple, gap: int) -> bool:
+    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
 def _draw_target(draw: ImageDraw.ImageDraw, kind: str, color, box) -> list[int]:

@@ -22,7 +22,7 @@ from ._truth import Truth
 from ._vstar import write_vstar_bench
 from ._weights import write_weights
 
-FORMAT_VERSION = 6  # bump when the generator's output changes
+FORMAT_VERSION = 7  # bump when the generator's output changes
 STAMP = "demo_world.json"
 
 # each writer gets its own random stream, so changing one source leaves the others identical
