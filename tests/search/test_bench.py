@@ -4,9 +4,9 @@ demo world's bench, bad annotations, and `vsm-kit search-eval` with the tiny rea
 import json
 
 import numpy as np
-from scipy import ndimage
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from vsm_kit.cli import main
 from vsm_kit.data.images import load_rgb
