@@ -55,7 +55,7 @@ def _images(text: str) -> int | str:
 def _demo_world(args) -> int:
     from .demo import make_demo_world
 
-    world = make_demo_world(args.out, **_given(seed=args.seed, scale=args.scale))
+    world = make_demo_world(args.out, **_given(seed=args.seed, scale=args.scale, bases=args.bases))
     print(f"demo world written to {world.dataset}")
     return 0
 
@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder; the data tree goes to OUT/dataset")
     p.add_argument("--seed", type=int, help="(default 0)")
     p.add_argument("--scale", type=_positive, help="multiplies the number of images (default 1)")
+    p.add_argument(
+        "--bases",
+        choices=("random", "pretrained"),
+        help="tiny base weights: seeded random (default, seconds) or fitted to the demo's "
+        "scenes (minutes once, then cached)",
+    )
     p.set_defaults(func=_demo_world)
 
     p = sub.add_parser("check", help="report which dataset files are present")

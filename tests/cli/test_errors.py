@@ -34,6 +34,10 @@ def _cases(w, tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "check bad count": (["check", data, "--verify-images", "many"], ["--verify-images"]),
         "demo-world bad scale": (["demo-world", "--out", nope, "--scale", "0"], ["--scale"]),
+        "demo-world bad bases": (
+            ["demo-world", "--out", nope, "--bases", "trained"],
+            ["--bases", "'trained'", "pretrained"],
+        ),
         "preprocess missing folder": (
             ["preprocess", "--data-dir", nope],
             ["Missing dataset folder", nope, "Fix:"],
@@ -125,6 +129,7 @@ NAMES = [
     "check wrong group",
     "check bad count",
     "demo-world bad scale",
+    "demo-world bad bases",
     "preprocess missing folder",
     "preprocess wrong step",
     "apply-delta missing base",

@@ -6,6 +6,7 @@ import torch
 
 from vsm_kit.data import open_source
 from vsm_kit.data.boxes import training_targets, xyxy_to_xywh
+from vsm_kit.model.architecture import vsm_tiny
 from vsm_kit.model.conversation import render, tokenize_with_image
 from vsm_kit.model.image_inputs import ImageInputs
 
@@ -35,7 +36,9 @@ def demo_batch(dataset, tokenizer, n_per_image=(2, 1)) -> dict:
     input_ids = torch.tensor([r + [0] * (width - len(r)) for r in ids])
     label_t = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
     images = [rec.load_image() for rec in records]
-    owl, clip = zip(*map(ImageInputs().both, images), strict=True)
+    arch = vsm_tiny()
+    inputs = ImageInputs(arch.owlvit.image_size, arch.clip.image_size)
+    owl, clip = zip(*map(inputs.both, images), strict=True)
     return {
         "images": torch.stack(owl),
         "images_clip": torch.stack(clip),

@@ -21,7 +21,8 @@ def predictor_and_record(tiny_vsm, demo_world):
 def test_detect_gives_pixel_boxes_sorted_by_score(predictor_and_record):
     p, rec = predictor_and_record
     det = p.detect("car")
-    assert det.boxes_xyxy.shape == (2304, 4) and det.scores.shape == (2304,)
+    patches = (384 // 16) ** 2  # the tiny OWL-ViT's input, from its saved config
+    assert det.boxes_xyxy.shape == (patches, 4) and det.scores.shape == (patches,)
     assert np.all(np.diff(det.scores) <= 0) and 0 <= det.scores.min() <= det.scores.max() <= 1
     centers = (det.boxes_xyxy[:, :2] + det.boxes_xyxy[:, 2:]) / 2
     assert centers[:, 0].max() <= rec.width + 1e-3 and centers[:, 1].max() <= rec.height + 1e-3

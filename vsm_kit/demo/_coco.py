@@ -13,6 +13,7 @@ from ..data import tree
 from ..data.classes import cocostuff_classes, cocostuff_ignored
 from ._draw import (
     COLORS,
+    THING_SHAPES,
     Canvas,
     add_part,
     cells,
@@ -24,22 +25,22 @@ from ._draw import (
 )
 from ._truth import TruthRecord, TruthTarget, xywh_rows
 
-# demo thing → (shape, PACO object category or None, its part)
+# demo thing → (PACO object category or None, its part); shapes: `THING_SHAPES`
 THINGS = {
-    "cup": ("ellipse", "mug", "handle"),
-    "bottle": ("rectangle", "bottle", "cap"),
-    "car": ("rectangle", "car_(automobile)", "wheel"),
-    "knife": ("rectangle", "knife", "blade"),
-    "chair": ("rectangle", "chair", "back"),
-    "dog": ("ellipse", None, None),
-    "kite": ("triangle", None, None),
-    "clock": ("ellipse", None, None),
-    "umbrella": ("star", None, None),
-    "book": ("rectangle", None, None),
-    "skis": ("two_part", None, None),
-    "person": ("ellipse", None, None),
+    "cup": ("mug", "handle"),
+    "bottle": ("bottle", "cap"),
+    "car": ("car_(automobile)", "wheel"),
+    "knife": ("knife", "blade"),
+    "chair": ("chair", "back"),
+    "dog": (None, None),
+    "kite": (None, None),
+    "clock": (None, None),
+    "umbrella": (None, None),
+    "book": (None, None),
+    "skis": (None, None),
+    "person": (None, None),
 }
-PACO_THINGS = [k for k, v in THINGS.items() if v[1]]
+PACO_THINGS = [k for k, v in THINGS.items() if v[0]]
 # background bands: (stuff names to pick from, share of the height)
 BANDS = (
     (("sky", "clouds", "ceiling-other"), 0.35),
@@ -138,7 +139,7 @@ def write_coco_family(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
             for t in things:
                 if not t.parts:
                     continue
-                obj, part = THINGS[t.name][1], t.parts[0]
+                obj, part = THINGS[t.name][0], t.parts[0]
                 short = obj.split("_(")[0]
                 for cat, polygons, m, text in (
                     (obj, t.polygons, t.mask, short),
@@ -212,11 +213,11 @@ def _paint_things(canvas: Canvas, label: np.ndarray, rng, k: int):
     boxes = cells(rng, h, w, n_things + (k == 0), top=0.3)
     things = []
     for box, name in zip(boxes, names, strict=False):
-        t = make_thing(name, str(rng.choice(list(COLORS))), THINGS[name][0], box, h, w)
-        canvas.paint(t.mask, COLORS[t.color])
+        t = make_thing(name, str(rng.choice(list(COLORS))), THING_SHAPES[name], box, h, w)
+        canvas.paint_thing(t)
         label[t.mask] = coco_id(name) - 1
-        if k % 2 == 1 and THINGS[name][1]:
-            p = add_part(t, THINGS[name][2], rng, h, w)
+        if k % 2 == 1 and THINGS[name][0]:
+            p = add_part(t, THINGS[name][1], rng, h, w)
             canvas.paint(p.mask, tuple(255 - c for c in COLORS[t.color]))
         things.append(t)
     crowd = None
@@ -302,7 +303,7 @@ def _stuff_categories() -> list[dict]:
 
 def _paco_categories() -> list[dict]:
     cats = []
-    for obj, part in sorted({(v[1], v[2]) for v in THINGS.values() if v[1]}):
+    for obj, part in sorted({v for v in THINGS.values() if v[0]}):
         cats.append({"supercategory": "OBJECT", "id": len(cats) + 1, "name": obj})
         cats.append({"supercategory": "PART", "id": len(cats) + 1, "name": f"{obj}:{part}"})
     return cats

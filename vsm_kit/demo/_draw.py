@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops, ImageDraw
 
 from ..data.masks import decode_segmentation
 
@@ -25,6 +25,49 @@ COLORS = {
     "brown": (125, 80, 45),
     "pink": (240, 150, 185),
 }
+
+
+# a surface texture per name (stripes, checks, dots in the object's own colour, lighter or
+# darker): what a detector's patch sees of an object is its texture, as a real dog's fur or a
+# real book's spines; names not listed are plain
+THING_TEXTURES = {
+    "book": "hstripes",
+    "kite": "vstripes",
+    "umbrella": "dots",
+    "dog": "checks",
+    "car": "dstripes",
+    "clock": "grid",
+    "chair": "astripes",
+    "bottle": "wide_hstripes",
+    "knife": "wide_vstripes",
+}
+
+
+def _texture(kind: str | None, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """1.0 where the texture's marks fall at image pixels (ys, xs), else 0.0. Marks cover at
+    most 3/8 of a surface, so the object's own colour stays its most common one."""
+    if kind is None:
+        return np.zeros(ys.shape, np.float32)
+    marks = {
+        "hstripes": ys % 9 < 3,
+        "vstripes": xs % 9 < 3,
+        "dstripes": (xs + ys) % 9 < 3,
+        "astripes": (xs - ys) % 9 < 3,
+        "checks": (xs // 6) % 2 + (ys // 6) % 2 == 0,
+        "dots": (xs % 8 < 3) & (ys % 8 < 3),
+        "grid": (xs % 10 < 2) | (ys % 10 < 2),
+        "wide_hstripes": ys % 14 < 5,
+        "wide_vstripes": xs % 14 < 5,
+    }[kind]
+    return marks.astype(np.float32)
+
+
+def surface(color, kind: str | None, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """float32 [n, 3]: the colour with its texture's marks shifted by 70 levels (darker on a
+    light colour, lighter on a dark one)."""
+    rgb = np.asarray(color, dtype=np.float32)
+    shift = -70.0 if rgb.mean() > 110 else 70.0
+    return rgb[None] + shift * _texture(kind, ys, xs)[:, None]
 
 
 def with_article(phrase: str) -> str:
@@ -56,7 +99,68 @@ def star(cx: float, cy: float, rx: float, ry: float, k: int = 5) -> list[float]:
     return _flat(np.stack([cx + rx * r * np.cos(t), cy + ry * r * np.sin(t)], axis=1))
 
 
-SHAPES = {"ellipse": ellipse, "rectangle": rectangle, "triangle": triangle, "star": star}
+def _outline(cx: float, cy: float, rx: float, ry: float, unit) -> list[float]:
+    """A polygon given in unit coordinates (-1..1 on both axes) stretched over the box."""
+    pts = np.asarray(unit, dtype=np.float64)
+    return _flat(np.stack([cx + rx * pts[:, 0], cy + ry * pts[:, 1]], axis=1))
+
+
+def diamond(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    return _outline(cx, cy, rx, ry, [(0, -1), (1, 0), (0, 1), (-1, 0)])
+
+
+def cross(cx: float, cy: float, rx: float, ry: float, a: float = 0.3) -> list[float]:
+    unit = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a)]
+    return _outline(cx, cy, rx, ry, unit + [(-1, a), (-1, -a), (-a, -a)])
+
+
+def trapezoid(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    return _outline(cx, cy, rx, ry, [(-0.5, -1), (0.5, -1), (1, 1), (-1, 1)])
+
+
+def tee(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    unit = [(-1, -1), (1, -1), (1, -0.3), (0.35, -0.3), (0.35, 1), (-0.35, 1), (-0.35, -0.3)]
+    return _outline(cx, cy, rx, ry, unit + [(-1, -0.3)])
+
+
+def bottle(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    unit = [(-0.35, -1), (0.35, -1), (0.35, -0.5), (1, -0.2), (1, 1), (-1, 1), (-1, -0.2)]
+    return _outline(cx, cy, rx, ry, unit + [(-0.35, -0.5)])
+
+
+def arrow(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    unit = [(-1, -0.3), (0.2, -0.3), (0.2, -1), (1, 0), (0.2, 1), (0.2, 0.3), (-1, 0.3)]
+    return _outline(cx, cy, rx, ry, unit)
+
+
+SHAPES = {
+    "ellipse": ellipse,
+    "rectangle": rectangle,
+    "triangle": triangle,
+    "star": star,
+    "diamond": diamond,
+    "cross": cross,
+    "trapezoid": trapezoid,
+    "tee": tee,
+    "bottle": bottle,
+    "arrow": arrow,
+}
+# the shape of each name the COCO-family sources, refCOCO/+/g and V*Bench draw: one silhouette
+# per name, so a detector can tell every name from every other by its look alone
+THING_SHAPES = {
+    "cup": "ellipse",
+    "book": "rectangle",
+    "kite": "triangle",
+    "umbrella": "star",
+    "dog": "cross",
+    "car": "trapezoid",
+    "clock": "diamond",
+    "chair": "tee",
+    "bottle": "bottle",
+    "knife": "arrow",
+    "skis": "two_part",
+    "person": "ellipse",  # only as a crowd of thin ellipses
+}
 
 
 def make_polygons(kind: str, x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
@@ -129,9 +233,14 @@ def add_part(thing: Thing, part: str, rng: np.random.Generator, h: int, w: int) 
     """A part inside the object's bounding box and mask (e.g. a mug's handle)."""
     x, y, bw, bh = thing.bbox
     fx, fy = rng.uniform(0.3, 0.5), rng.uniform(0.25, 0.4)
-    px0, py0 = x + bw * (0.5 - fx / 2), y + bh * rng.uniform(0.3, 0.55)
-    polygons = [rectangle(px0, py0, px0 + bw * fx, py0 + bh * fy)]
-    mask = decode_segmentation(polygons, h, w) & thing.mask
+    cx, cy = x + bw / 2, y + bh * (rng.uniform(0.3, 0.55) + fy / 2)
+    for s in (1.0, 0.8, 0.6, 0.45, 0.3):  # shrunk about its centre until the object holds it
+        rx, ry = bw * fx * s / 2, bh * fy * s / 2
+        polygons = [rectangle(cx - rx, cy - ry, cx + rx, cy + ry)]
+        mask = decode_segmentation(polygons, h, w)
+        if not (mask & ~thing.mask).any():
+            break
+    mask &= thing.mask
     p = Part(part, polygons, mask)
     thing.parts.append(p)
     return p
@@ -148,9 +257,14 @@ class Canvas:
         self.rgb = np.empty((h, w, 3), dtype=np.float32)
         self.rgb[:] = base
 
-    def paint(self, mask: np.ndarray, color) -> None:
-        rgb = np.asarray(color, dtype=np.float32)
-        self.rgb[mask] = rgb * self._shade[mask][:, None] + self._noise[mask]
+    def paint(self, mask: np.ndarray, color, texture: str | None = None) -> None:
+        ys, xs = np.nonzero(mask)
+        base = surface(color, texture, ys, xs)
+        self.rgb[ys, xs] = base * self._shade[ys, xs][:, None] + self._noise[ys, xs]
+
+    def paint_thing(self, thing: Thing) -> None:
+        """A thing in its colour and its name's texture."""
+        self.paint(thing.mask, COLORS[thing.color], THING_TEXTURES.get(thing.name))
 
     def image(self, mode: str = "RGB") -> Image.Image:
         im = Image.fromarray(self.rgb.clip(0, 255).astype(np.uint8), "RGB")
@@ -176,3 +290,29 @@ def save_jpeg(im: Image.Image, path, exif_orientation: int | None = None) -> Non
         exif[0x0112] = exif_orientation
         kwargs["exif"] = exif
     im.save(path, "JPEG", **kwargs)
+
+
+CLUTTER_SIDE = (16, 160)
+CLUTTER_PER_MPIX = 60
+
+
+def background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A tinted texture (coarse blotches plus finer grain, mostly in brightness) under scattered
+    muted shapes: clutter that keeps the saturated targets unique and compresses well."""
+    layers = []
+    for cell, lum, chroma, mean in ((64, 28, 10, rng.uniform(90, 170, 3)), (12, 10, 3, 128)):
+        grid = (height // cell + 2, width // cell + 2)
+        noise = mean + rng.normal(0, lum, (*grid, 1)) + rng.normal(0, chroma, (*grid, 3))
+        layer = Image.fromarray(noise.clip(0, 255).astype(np.uint8), "RGB")
+        layers.append(layer.resize((width, height), Image.BILINEAR))
+    im = ImageChops.add(*layers, scale=1.0, offset=-128)  # the fine layer is centred on 128
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(CLUTTER_PER_MPIX * width * height / 1e6)):
+        side = rng.uniform(*CLUTTER_SIDE, size=2)
+        x0, y0 = rng.uniform(0, width - side[0]), rng.uniform(0, height - side[1])
+        color = rng.uniform(60, 200, size=3)
+        muted = tuple(int(v) for v in color.mean() + 0.3 * (color - color.mean()))
+        kind = str(rng.choice(["ellipse", "rectangle", "triangle", "star"]))
+        for poly in make_polygons(kind, x0, y0, x0 + side[0], y0 + side[1]):
+            draw.polygon(poly, fill=muted)
+    return im

@@ -11,18 +11,12 @@ from pycocotools import mask as mask_utils
 
 from ..data import tree
 from ..data.classes import cocostuff_classes
-from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
+from ._draw import COLORS, THING_SHAPES, Canvas, cells, make_thing, save_jpeg
 from ._truth import TruthRecord, TruthTarget, xywh_rows
 
 COCO_THINGS = {
-    "dog": "ellipse",
-    "car": "rectangle",
-    "cup": "ellipse",
-    "umbrella": "star",
-    "book": "rectangle",
-    "kite": "triangle",
-    "clock": "ellipse",
-    "chair": "rectangle",
+    name: THING_SHAPES[name]
+    for name in ("dog", "car", "cup", "umbrella", "book", "kite", "clock", "chair")
 }
 CLEF_THINGS = {
     "man": "ellipse",
@@ -116,7 +110,7 @@ def _scenes(ds, rng, n, kinds, folder, file_name, id_base):
         things = []
         for box, name in zip(cells(rng, h, w, len(names)), names, strict=True):
             t = make_thing(name, str(rng.choice(list(COLORS))), kinds[name], box, h, w)
-            canvas.paint(t.mask, COLORS[t.color])
+            canvas.paint_thing(t)
             things.append(t)
         rel = file_name(image_id)
         save_jpeg(canvas.image(), ds / folder / rel)

@@ -8,13 +8,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageDraw
 
-from ._draw import COLORS, make_polygons, polygon_extent, save_jpeg
+from ._draw import (
+    COLORS,
+    THING_SHAPES,
+    THING_TEXTURES,
+    background,
+    make_polygons,
+    polygon_extent,
+    save_jpeg,
+    surface,
+)
 from ._truth import TruthRecord, TruthTarget, xywh_rows
 
 ROOT = "vstar_bench"
-TARGETS = {"cup": "ellipse", "book": "rectangle", "kite": "triangle", "umbrella": "star"}
+TARGETS = {name: THING_SHAPES[name] for name in ("cup", "book", "kite", "umbrella")}
 TARGET_COLORS = ("red", "green", "blue", "yellow", "orange", "purple", "pink")  # saturated
 # folder, targets per image, (width, height) of its images in name order: the first ones are the
 # smallest, so a quick `search-eval --limit 2` searches small images
@@ -25,8 +34,6 @@ FOLDERS = (
 MIN_SIDE = 24  # pixels: a few tens, as small as the real bench's targets
 MAX_AREA = 0.002  # of the image, per target box
 DISTRACTORS = 4  # per image: the other target kinds, saturated, away from the targets
-CLUTTER_SIDE = (16, 160)
-CLUTTER_PER_MPIX = 60
 
 
 def write_vstar_bench(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
@@ -39,18 +46,16 @@ def write_vstar_bench(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
         start += n
         for k, stem in enumerate(stems):
             width, height = sizes[k % len(sizes)]
-            im = _background(rng, width, height)
-            draw = ImageDraw.Draw(im)
+            im = background(rng, width, height)
             objects = [str(t) for t in rng.choice(list(TARGETS), n_targets, replace=False)]
             colors = [str(c) for c in rng.choice(TARGET_COLORS, n_targets, replace=False)]
             boxes = _place(rng, width, height, n_targets)
-            kinds = [k for name, k in TARGETS.items() if name not in objects]
+            others = [name for name in TARGETS if name not in objects]
             for box in _spread(rng, width, height, DISTRACTORS, avoid=boxes):
-                kind, color = str(rng.choice(kinds)), str(rng.choice(TARGET_COLORS))
-                _draw_target(draw, kind, COLORS[color], box)
+                other, color = str(rng.choice(others)), str(rng.choice(TARGET_COLORS))
+                _draw_target(im, other, color, box)
             bboxes = [
-                _draw_target(draw, TARGETS[t], COLORS[c], b)
-                for t, c, b in zip(objects, colors, boxes, strict=True)
+                _draw_target(im, t, c, b) for t, c, b in zip(objects, colors, boxes, strict=True)
             ]
             if n_targets == 1:
                 question, options = _attribute_question(objects[0], colors[0], rng)
@@ -70,28 +75,6 @@ def write_vstar_bench(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
             targets = [TruthTarget(t, xywh_rows([b])) for t, b in zip(objects, bboxes, strict=True)]
             records.append(TruthRecord(rel, targets))
     return {"vstar_bench": records}
-
-
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """A tinted texture (coarse blotches plus finer grain, mostly in brightness) under scattered
-    muted shapes: clutter that keeps the saturated targets unique and compresses well."""
-    layers = []
-    for cell, lum, chroma, mean in ((64, 28, 10, rng.uniform(90, 170, 3)), (12, 10, 3, 128)):
-        grid = (height // cell + 2, width // cell + 2)
-        noise = mean + rng.normal(0, lum, (*grid, 1)) + rng.normal(0, chroma, (*grid, 3))
-        layer = Image.fromarray(noise.clip(0, 255).astype(np.uint8), "RGB")
-        layers.append(layer.resize((width, height), Image.BILINEAR))
-    im = ImageChops.add(*layers, scale=1.0, offset=-128)  # the fine layer is centred on 128
-    draw = ImageDraw.Draw(im)
-    for _ in range(int(CLUTTER_PER_MPIX * width * height / 1e6)):
-        side = rng.uniform(*CLUTTER_SIDE, size=2)
-        x0, y0 = rng.uniform(0, width - side[0]), rng.uniform(0, height - side[1])
-        color = rng.uniform(60, 200, size=3)
-        muted = tuple(int(v) for v in color.mean() + 0.3 * (color - color.mean()))
-        kind = str(rng.choice(["ellipse", "rectangle", "triangle", "star"]))
-        for poly in make_polygons(kind, x0, y0, x0 + side[0], y0 + side[1]):
-            draw.polygon(poly, fill=muted)
-    return im
 
 
 def _sides(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
@@ -131,12 +114,22 @@ def _apart(a: tuple, b: tuple, gap: int) -> bool:
     return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
-def _draw_target(draw: ImageDraw.ImageDraw, kind: str, color, box) -> list[int]:
-    """Fill the shape; its `bbox` (xywh, whole pixels) is the extent of what was drawn."""
-    polygons = make_polygons(kind, *box)
+def _draw_target(im: Image.Image, name: str, color: str, box) -> list[int]:
+    """Paint the name's shape in the colour and the name's texture; its `bbox` (xywh, whole
+    pixels) is the extent of what was drawn."""
+    polygons = make_polygons(TARGETS[name], *box)
+    x, y, w, h = (round(v) for v in polygon_extent(polygons))
+    x0, y0 = max(x - 1, 0), max(y - 1, 0)
+    region = Image.new("L", (w + 3, h + 3))
+    draw = ImageDraw.Draw(region)
     for poly in polygons:
-        draw.polygon(poly, fill=color)
-    return [round(v) for v in polygon_extent(polygons)]
+        draw.polygon([v - (x0 if j % 2 == 0 else y0) for j, v in enumerate(poly)], fill=255)
+    ys, xs = np.nonzero(np.asarray(region) > 0)
+    pixels = np.asarray(im.crop((x0, y0, x0 + region.width, y0 + region.height))).copy()
+    texture = THING_TEXTURES.get(name)
+    pixels[ys, xs] = surface(COLORS[color], texture, ys + y0, xs + x0).clip(0, 255)
+    im.paste(Image.fromarray(pixels), (x0, y0))
+    return [x, y, w, h]
 
 
 def _attribute_question(name: str, color: str, rng: np.random.Generator):

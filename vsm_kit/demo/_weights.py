@@ -1,6 +1,6 @@
 """Tiny base weights in the real on-disk formats: a LLaVA-format LLaMA base with its
 SentencePiece tokenizer, a CLIP vision tower folder and an OWL-ViT folder, all loaded by the same
-code as the real weights. Randomly initialised under a fixed seed."""
+code as the real weights: randomly initialised under a fixed seed, or fitted (`_bases`)."""
 
 from __future__ import annotations
 
@@ -118,21 +118,24 @@ def _save_model(model, folder: Path) -> None:
         os.chmod(weights, file_mode())
 
 
-def write_clip(folder: Path, arch: VSMArch) -> None:
+def write_clip(folder: Path, arch: VSMArch) -> CLIPVisionModel:
+    """A random CLIP vision tower (seeded) saved with its processor; returns the model."""
     torch.manual_seed(1)
-    _save_model(CLIPVisionModel(clip_config(arch.clip)), folder)
+    model = CLIPVisionModel(clip_config(arch.clip))
+    _save_model(model, folder)
     CLIPImageProcessor(
         size={"shortest_edge": arch.clip.image_size},
         crop_size={"height": arch.clip.image_size, "width": arch.clip.image_size},
         image_mean=CLIP_MEAN,
         image_std=CLIP_STD,
     ).save_pretrained(folder)
+    return model
 
 
-def write_owlvit(folder: Path, arch: VSMArch) -> None:
+def write_owlvit(folder: Path, arch: VSMArch) -> OwlViTForObjectDetection:
     """A tiny detector that starts where a pretrained one does: box offsets near zero (boxes sit
     on their patches) and class logits near a low prior, instead of the saturated outputs that
-    random heads give."""
+    random heads give. Saved with its processor; returns the model."""
     torch.manual_seed(2)
     detector = OwlViTForObjectDetection(owlvit_config(arch.owlvit))
     with torch.no_grad():
@@ -150,17 +153,23 @@ def write_owlvit(folder: Path, arch: VSMArch) -> None:
         image_mean=CLIP_MEAN,
         image_std=CLIP_STD,
     ).save_pretrained(folder)
+    return detector
 
 
-def write_llava_base(folder: Path, arch: VSMArch, clip_name: str) -> None:
-    """LLaMA + `model.mm_projector`, with a LLaVA v1 `config.json` (model_type "llava")."""
+def write_llava_base(folder: Path, arch: VSMArch, clip_name: str, fit=None) -> None:
+    """LLaMA + `model.mm_projector`, with a LLaVA v1 `config.json` (model_type "llava");
+    `fit(lm, projector, tokenizer)` trains the two before they are saved."""
     from transformers import LlamaForCausalLM
+
+    from ..model.tokenizer import load_tokenizer
 
     vocab = write_tokenizer(folder)
     torch.manual_seed(3)
     lm = LlamaForCausalLM(llama_config(arch, vocab))
-    state = {k: v.contiguous() for k, v in lm.state_dict().items()}
     proj = torch.nn.Linear(arch.clip.hidden_size, arch.llama.hidden_size)
+    if fit is not None:
+        fit(lm, proj, load_tokenizer(folder)[0])
+    state = {k: v.detach().contiguous() for k, v in lm.state_dict().items()}
     state["model.mm_projector.weight"] = proj.weight.detach().contiguous()
     state["model.mm_projector.bias"] = proj.bias.detach().contiguous()
     save_safetensors(state, folder / "model.safetensors")
@@ -220,14 +229,24 @@ def write_vsm_original_layout(
     save_tokenizer(tokenizer, folder)
 
 
-def write_weights(root: Path, arch: VSMArch) -> None:
-    """`root/{llava-tiny, clip-tiny, owlvit-tiny, vsm-tiny}`."""
+def write_weights(
+    root: Path, arch: VSMArch, bases: str = "random", seed: int = 0, progress: bool = True
+) -> None:
+    """`root/{llava-tiny, clip-tiny, owlvit-tiny, vsm-tiny}`; `bases`: "random" (seeded
+    initialisations, in seconds) or "pretrained" (fitted to the demo's scenes, cached:
+    `_bases.pretrained_bases`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    write_clip(root / "clip-tiny", arch)
-    write_owlvit(root / "owlvit-tiny", arch)
-    write_llava_base(root / "llava-tiny", arch, "clip-tiny")
+    if bases == "pretrained":
+        from ._bases import copy_bases, pretrained_bases
+
+        root.mkdir(parents=True, exist_ok=True)
+        copy_bases(pretrained_bases(arch, seed, progress=progress), root)
+    else:
+        write_clip(root / "clip-tiny", arch)
+        write_owlvit(root / "owlvit-tiny", arch)
+        write_llava_base(root / "llava-tiny", arch, "clip-tiny")
     write_vsm_original_layout(
         root / "vsm-tiny", root / "llava-tiny", root / "clip-tiny", root / "owlvit-tiny", arch
     )

@@ -22,8 +22,9 @@ from ._truth import Truth
 from ._vstar import write_vstar_bench
 from ._weights import write_weights
 
-FORMAT_VERSION = 7  # bump when the generator's output changes
+FORMAT_VERSION = 8  # bump when the generator's output changes
 STAMP = "demo_world.json"
+BASES = ("random", "pretrained")
 
 # each writer gets its own random stream, so changing one source leaves the others identical
 _WRITERS = (
@@ -42,6 +43,7 @@ class DemoWorld:
     root: Path
     seed: int
     scale: int
+    bases: str = "random"
     truth: Truth | None = None
 
     @property
@@ -67,12 +69,19 @@ def _dump(path: Path, obj) -> None:
 
 
 def make_demo_world(
-    out: str | Path, seed: int = 0, scale: int = 1, progress: bool = True
+    out: str | Path,
+    seed: int = 0,
+    scale: int = 1,
+    progress: bool = True,
+    bases: str = "random",
 ) -> DemoWorld:
     """Write `out/dataset/` (the data tree) and `out/weights/` (tiny base weights and a tiny VSM),
-    replacing an earlier world only once the new one is complete."""
+    replacing an earlier world only once the new one is complete. `bases`: "random" (seeded
+    initialisations) or "pretrained" (fitted to the demo's scenes once, then cached)."""
     if scale < 1:
         raise BadArgumentError(f"scale must be a positive integer, got {scale}")
+    if bases not in BASES:
+        raise BadArgumentError(f"bases must be one of {', '.join(BASES)}, got {bases!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -84,7 +93,7 @@ def make_demo_world(
             bar.set_postfix_str(label)
             truth.update(writer(ds, np.random.default_rng([seed, k]), scale, _dump))
         bar.set_postfix_str("tiny weights")
-        write_weights(Path(tmp) / "weights", vsm_tiny())
+        write_weights(Path(tmp) / "weights", vsm_tiny(), bases, seed, progress)
         for name in ("dataset", "weights"):  # replace the previous world only when complete
             final = out / name
             if final.exists():
@@ -96,22 +105,22 @@ def make_demo_world(
             "seed": seed,
             "scale": scale,
             "format": FORMAT_VERSION,
+            "bases": bases,
             "seconds": round(time.perf_counter() - t0, 2),
         },
     )
-    return DemoWorld(out, seed, scale, truth)
+    return DemoWorld(out, seed, scale, bases, truth)
 
 
-def ensure_demo_world(out: str | Path, seed: int = 0, scale: int = 1) -> DemoWorld:
+def ensure_demo_world(
+    out: str | Path, seed: int = 0, scale: int = 1, bases: str = "random"
+) -> DemoWorld:
     """The demo world at `out`, generated only when absent or made with other settings."""
     out = Path(out)
     stamp = out / STAMP
     if stamp.exists() and (out / "dataset").is_dir() and (out / "weights").is_dir():
         meta = load_json(stamp)
-        if (meta.get("seed"), meta.get("scale"), meta.get("format")) == (
-            seed,
-            scale,
-            FORMAT_VERSION,
-        ):
-            return DemoWorld(out, seed, scale)
-    return make_demo_world(out, seed, scale)
+        made = (meta.get("seed"), meta.get("scale"), meta.get("format"), meta.get("bases"))
+        if made == (seed, scale, FORMAT_VERSION, bases):
+            return DemoWorld(out, seed, scale, bases)
+    return make_demo_world(out, seed, scale, bases=bases)

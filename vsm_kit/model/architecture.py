@@ -112,8 +112,10 @@ def vsm_7b() -> VSMArch:
 
 
 def vsm_tiny() -> VSMArch:
-    """A few-layer model with the same structure, for tests and the CPU demo: real image sizes
-    (224 CLIP, 768 OWL-ViT → 16×16 and 48×48 patches), small widths."""
+    """A few-layer model with the same structure, for tests and the CPU demo: small widths, and
+    OWL-ViT at 384 px in 32 px patches (12×12, against the real 48×48; CLIP keeps 224), so its
+    detector fits and trains on a CPU in minutes. Every size downstream is read from here or
+    from a checkpoint."""
     return VSMArch(
         llama=LlamaArch(
             hidden_size=64,
@@ -130,10 +132,12 @@ def vsm_tiny() -> VSMArch:
             projection_dim=32,
         ),
         owlvit=OwlViTArch(
-            hidden_size=32,
+            hidden_size=64,
             num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=384,
+            patch_size=32,
             text_hidden_size=24,
             text_layers=1,
             text_heads=2,

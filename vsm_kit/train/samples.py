@@ -47,7 +47,9 @@ class Sample:
     boxes: list[torch.Tensor]
     bboxes_valid: list[int]
     masks: torch.Tensor | None
-    images: torch.Tensor | None = None  # uint8 [3, 768, 768] OWL-ViT input, not normalised
+    images: torch.Tensor | None = (
+        None  # uint8 [3, S, S] OWL-ViT input (S = 768 for the real model), not normalised
+    )
     images_clip: torch.Tensor | None = None  # uint8 [3, 224, 224] CLIP input, not normalised
     skipped_images: list[str] = field(default_factory=list)  # unreadable files re-drawn over
 
