@@ -57,9 +57,9 @@ SCENE_SIZES = ((240, 320), (360, 480), (300, 400), (480, 360), (384, 512), (512,
 class FitSteps:
     """Optimizer steps per base (the defaults fit all three in under 3 minutes on 2 cores)."""
 
-    owlvit: int = 2600
+    owlvit: int = 2400
     clip: int = 150
-    llava: int = 250
+    llava: int = 200
     scenes: int = 1024  # the pool the steps draw batches from
 
 

@@ -251,9 +251,9 @@ class Canvas:
 
     def __init__(self, h: int, w: int, rng: np.random.Generator, base=(128, 128, 128)):
         self.h, self.w = h, w
-        yy, xx = np.mgrid[0:h, 0:w]
-        self._shade = 0.88 + 0.12 * np.sin(xx / 23.0 + yy / 31.0)
-        self._noise = rng.normal(0, 6, size=(h, w, 1))
+        ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
+        self._shade = 0.88 + 0.12 * np.sin(np.add.outer(ys / 31.0, xs / 23.0))
+        self._noise = 6.0 * rng.standard_normal((h, w, 1), dtype=np.float32)
         self.rgb = np.empty((h, w, 3), dtype=np.float32)
         self.rgb[:] = base
 
