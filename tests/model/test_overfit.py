@@ -11,7 +11,7 @@ LLM = ("model.layers", "model.embed_tokens", "lm_head", "model.norm", "model.mm_
 CLASS = ("model.owlvit.class_head", "model.text_hidden_fcs_det")
 BOX = ("model.owlvit.box_head",)
 # learning rates per part: language model, class path, box head, mask path
-LRS = {"llm": 1e-3, "class": 3e-2, "box": 3e-3, "mask": 5e-3}
+LRS = {"llm": 1e-3, "class": 3e-2, "box": 2e-3, "mask": 5e-3}
 
 
 def _part(name: str) -> str:

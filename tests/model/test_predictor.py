@@ -18,10 +18,13 @@ def predictor_and_record(tiny_vsm, demo_world):
     return p, rec
 
 
-def test_detect_gives_pixel_boxes_sorted_by_score(predictor_and_record):
+def test_detect_gives_pixel_boxes_sorted_by_score(predictor_and_record, demo_world):
     p, rec = predictor_and_record
     det = p.detect("car")
-    patches = (384 // 16) ** 2  # the tiny OWL-ViT's input, from its saved config
+    saved = demo_world.weights / "owlvit-tiny"  # the tiny OWL-ViT's input, from its saved configs
+    size = json.loads((saved / "preprocessor_config.json").read_text())["size"]["height"]
+    patch = json.loads((saved / "config.json").read_text())["vision_config"]["patch_size"]
+    patches = (size // patch) ** 2
     assert det.boxes_xyxy.shape == (patches, 4) and det.scores.shape == (patches,)
     assert np.all(np.diff(det.scores) <= 0) and 0 <= det.scores.min() <= det.scores.max() <= 1
     centers = (det.boxes_xyxy[:, :2] + det.boxes_xyxy[:, 2:]) / 2

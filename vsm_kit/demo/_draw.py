@@ -6,10 +6,12 @@ painting fills exactly those pixels, so every mask and box in the files is what 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
+from scipy import ndimage
 
 from ..data.masks import decode_segmentation
 
@@ -233,12 +235,16 @@ def add_part(thing: Thing, part: str, rng: np.random.Generator, h: int, w: int) 
     """A part inside the object's bounding box and mask (e.g. a mug's handle)."""
     x, y, bw, bh = thing.bbox
     fx, fy = rng.uniform(0.3, 0.5), rng.uniform(0.25, 0.4)
-    cx, cy = x + bw / 2, y + bh * (rng.uniform(0.3, 0.55) + fy / 2)
-    for s in (1.0, 0.8, 0.6, 0.45, 0.3):  # shrunk about its centre until the object holds it
+    centres = [(x + bw / 2, y + bh * (rng.uniform(0.3, 0.55) + fy / 2))]
+    depth = ndimage.distance_transform_edt(thing.mask)  # the object's most inward pixel next
+    iy, ix = np.unravel_index(int(depth.argmax()), depth.shape)
+    centres.append((ix + 0.5, iy + 0.5))
+    # shrunk, at either centre, until the object holds it
+    for s, (cx, cy) in itertools.product((1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1), centres):
         rx, ry = bw * fx * s / 2, bh * fy * s / 2
         polygons = [rectangle(cx - rx, cy - ry, cx + rx, cy + ry)]
         mask = decode_segmentation(polygons, h, w)
-        if not (mask & ~thing.mask).any():
+        if mask.any() and not (mask & ~thing.mask).any():
             break
     mask &= thing.mask
     p = Part(part, polygons, mask)
