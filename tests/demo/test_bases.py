@@ -8,6 +8,7 @@ import pytest
 
 from vsm_kit.demo import _bases, make_demo_world
 from vsm_kit.demo._bases import FitSteps, bases_key, draw_scene, pretrained_bases
+from vsm_kit.fsutil import file_mode
 from vsm_kit.model.architecture import vsm_tiny
 
 FEW = FitSteps(owlvit=3, clip=2, llava=2, scenes=6)
@@ -34,6 +35,8 @@ def test_same_seed_gives_the_same_weights_and_a_report(fitted, tmp_path, monkeyp
     monkeypatch.setenv("VSM_KIT_CACHE", str(tmp_path))
     again = pretrained_bases(vsm_tiny(), 0, FEW, progress=False)
     assert again != fitted and _weights(again) == _weights(fitted)
+    # saved with the usual permissions, as the random bases are (safetensors writes 0600)
+    assert {(fitted / rel).stat().st_mode & 0o777 for rel in WEIGHTS} == {file_mode()}
     report = json.loads((fitted / _bases.REPORT).read_text())
     assert report["steps"] == FEW.__dict__
     assert 0 <= report["owlvit_held_out"]["box_hit"] <= report["owlvit_held_out"]["name_hit"] <= 1

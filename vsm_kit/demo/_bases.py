@@ -82,7 +82,7 @@ def pretrained_bases(
 ) -> Path:
     """The cached folder with `clip-tiny`, `owlvit-tiny` and `llava-tiny` fitted for `seed`,
     fitted first when absent (one process at a time; another waits for it)."""
-    from ._weights import write_clip, write_llava_base, write_owlvit
+    from ._weights import _save_model, write_clip, write_llava_base, write_owlvit
 
     steps = steps or FitSteps()
     folder = cache_root() / f"demo-bases-{bases_key(arch, seed, steps)}"
@@ -97,12 +97,12 @@ def pretrained_bases(
             t0 = time.perf_counter()
             clip = write_clip(tmp / "clip-tiny", arch)
             report["clip_last_loss"] = fit_clip(clip, pool, arch, seed, steps.clip, progress)
-            clip.save_pretrained(tmp / "clip-tiny")
+            _save_model(clip, tmp / "clip-tiny")
             report["seconds"]["clip"] = round(time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
             detector = write_owlvit(tmp / "owlvit-tiny", arch)
             classes = fit_owlvit(detector, pool, arch, seed, steps.owlvit, progress)
-            detector.save_pretrained(tmp / "owlvit-tiny")
+            _save_model(detector, tmp / "owlvit-tiny")
             report["seconds"]["owlvit"] = round(time.perf_counter() - t0, 1)
             held_out = [draw_scene(np.random.default_rng([seed, 18, k]), g) for k in range(48)]
             report["owlvit_held_out"] = evaluate_owlvit(detector, classes, held_out, arch)
