@@ -2,9 +2,10 @@
 scenes drawn by the demo world's own painter (its names, silhouettes, textures and colours), with
 stand-ins for their real objectives:
 
-- OWL-ViT: every patch inside an object predicts the object's box (L1 + GIoU) and scores its name
-  and colour against learned class embeddings, the stand-in for the text tower (sigmoid focal
-  loss, plus a softmax over patches per present class so that a name's best patch lies on it);
+- OWL-ViT: the patches at and around an object's centre predict its box (L1 + GIoU), and every
+  patch on it scores its name and colour against learned class embeddings, the stand-in for the
+  text tower (sigmoid focal loss, plus a softmax over patches per present class so that a name's
+  best patch lies at its centre);
 - CLIP: the vision tower and a one-layer text tower aligned contrastively on scene captions;
 - LLaVA: LLaMA and `mm_projector` trained on the replies of demo conversations about a scene,
   after its CLIP features (LLaVA's two stages in one).
