@@ -133,7 +133,9 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:
-        world = make_demo_world(Path(tmp) / "world", seed=0, scale=1, progress=False)
+        world = make_demo_world(
+            Path(tmp) / "world", seed=0, scale=1, progress=False, bases="random"
+        )
         for w, h in SIZES:
             data = Path(tmp) / f"dataset_{w}x{h}"
             resized_copy(world.dataset, data, (w, h))

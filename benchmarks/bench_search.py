@@ -160,7 +160,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
         if args.model is None or args.bench is None:
-            world = ensure_demo_world(Path(tmp) / "world")
+            world = ensure_demo_world(Path(tmp) / "world", bases="random")  # speed only
         model = Path(args.model) if args.model else world.weights / "vsm-tiny"
         owlvit = args.owlvit or (None if args.model else world.weights / "owlvit-tiny")
         bench = Path(args.bench) if args.bench else world.dataset / "vstar_bench"

@@ -64,7 +64,7 @@ def old_python() -> Path:
 
 def images(tmp: Path, per_group: int | None = None) -> dict[str, np.ndarray]:
     """The three groups' images, at most `per_group` of each."""
-    world = make_demo_world(tmp / "world", progress=False)
+    world = make_demo_world(tmp / "world", progress=False, bases="random")  # images only
     out = {}
     for k, p in enumerate(sorted((world.dataset).glob("[!v]*/**/*.jpg"))[:per_group]):
         out[f"dataset {k}"] = np.array(Image.open(p).convert("RGB"))

@@ -37,12 +37,21 @@ def shm_left_as_found():
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory):
-    """The default demo world, generated once, with the generator's truth in memory.
-
-    Read-only: tests that change files use `world_copy`."""
+    """The demo world with random bases (seconds), generated once, with the generator's truth
+    in memory: for every test of plumbing. Read-only: tests that change files use `world_copy`."""
     from vsm_kit.demo import make_demo_world
 
-    return make_demo_world(tmp_path_factory.mktemp("world"), seed=0, progress=False)
+    root = tmp_path_factory.mktemp("world")
+    return make_demo_world(root, seed=0, progress=False, bases="random")
+
+
+@pytest.fixture(scope="session")
+def pretrained_world(tmp_path_factory):
+    """The default demo world: bases fitted to its scenes (about 2 minutes on 2 cores once per
+    machine, then read from the cache), for the tests of learning. Read-only."""
+    from vsm_kit.demo import make_demo_world
+
+    return make_demo_world(tmp_path_factory.mktemp("pretrained-world"), seed=0, progress=False)
 
 
 @pytest.fixture

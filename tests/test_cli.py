@@ -16,7 +16,7 @@ def _vsm_kit(*argv) -> subprocess.CompletedProcess:
 
 def test_demo_world_then_check_via_console_script(tmp_path):
     out = tmp_path / "w"
-    run = _vsm_kit("demo-world", "--out", str(out), "--seed", "2")
+    run = _vsm_kit("demo-world", "--out", str(out), "--seed", "2", "--bases", "random")
     assert run.returncode == 0, run.stderr
     assert (out / "dataset/coco2017/annotations/instances_train2017.json").exists()
     assert main(["check", str(out / "dataset"), "--verify-images", "all"]) == 0

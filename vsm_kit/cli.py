@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bases",
         choices=("random", "pretrained"),
-        help="tiny base weights: seeded random (default, seconds) or fitted to the demo's "
-        "scenes (minutes once, then cached)",
+        help="tiny base weights: fitted to the demo's scenes (default; about 2 minutes once, "
+        "then cached) or seeded random (seconds; the recipe does not learn from them)",
     )
     p.set_defaults(func=_demo_world)
 

@@ -208,13 +208,13 @@ def lab(request, tmp_path_factory):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the browser tests: {reason}")
         pytest.skip(reason)
-    demo_world = request.getfixturevalue("demo_world")  # only once the tests can run
+    world = request.getfixturevalue("pretrained_world")  # the notebooks default; once they can run
     base = tmp_path_factory.mktemp("lab")
     root = base / "root"
     (root / "notebooks").mkdir(parents=True)
     for src in sorted((REPO / "notebooks").glob("*.ipynb")):
         _copy_notebook(src, root / "notebooks" / src.name)
-    shutil.copytree(demo_world.root, root / "runs" / "demo" / "world")
+    shutil.copytree(world.root, root / "runs" / "demo" / "world")
     (base / "jupyter").mkdir()
     server = _start_lab(root, base / "jupyter")
     try:

@@ -52,10 +52,10 @@ def test_tree_has_every_release_folder(demo_world):
 
 
 def test_same_seed_same_bytes_other_seed_differs(demo_world, tmp_path):
-    again = make_demo_world(tmp_path / "a", seed=0, progress=False)
+    again = make_demo_world(tmp_path / "a", seed=0, progress=False, bases="random")
     assert _digest(again.dataset) == _digest(demo_world.dataset)
     assert _digest(again.weights) == _digest(demo_world.weights)
-    other = make_demo_world(tmp_path / "b", seed=1, progress=False)
+    other = make_demo_world(tmp_path / "b", seed=1, progress=False, bases="random")
     assert _digest(other.dataset) != _digest(demo_world.dataset)
 
 
@@ -65,18 +65,18 @@ def test_default_size_and_scale(demo_world, tmp_path):
     for name in ("llava-tiny", "clip-tiny", "owlvit-tiny", "vsm-tiny"):
         assert (demo_world.weights / name / "config.json").exists()
     assert (demo_world.weights / "llava-tiny/tokenizer.model").exists()
-    big = make_demo_world(tmp_path / "big", seed=0, scale=2, progress=False)
+    big = make_demo_world(tmp_path / "big", seed=0, scale=2, progress=False, bases="random")
     assert len(big.truth["cocostuff"]) == 2 * len(demo_world.truth["cocostuff"])
 
 
 def test_regenerating_replaces_the_tree_whole(tmp_path):
-    w = make_demo_world(tmp_path, seed=0, progress=False)
+    w = make_demo_world(tmp_path, seed=0, progress=False, bases="random")
     (w.dataset / "stray.txt").write_text("left over")
-    make_demo_world(tmp_path, seed=0, progress=False)
+    make_demo_world(tmp_path, seed=0, progress=False, bases="random")
     assert not (w.dataset / "stray.txt").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert ensure_demo_world(tmp_path, seed=0).truth is None  # reused, not rebuilt
-    assert ensure_demo_world(tmp_path, seed=3).truth is not None  # other seed: rebuilt
+    assert ensure_demo_world(tmp_path, seed=0, bases="random").truth is None  # reused
+    assert ensure_demo_world(tmp_path, seed=3, bases="random").truth is not None  # rebuilt
 
 
 @pytest.mark.parametrize("rel", COCO_FORMAT)

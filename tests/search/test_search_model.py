@@ -126,3 +126,16 @@ def test_answers_are_cleaned_as_the_original_cleans_them(tiny_vsm, monkeypatch):
         == "the cupis  most likely to appear on the mat"
     )
     assert asked == [True]
+
+
+def test_an_answer_loses_the_prompt_markers_so_its_phrase_can_be_segmented(tiny_vsm, monkeypatch):
+    from vsm_kit.model import VSMPredictor
+    from vsm_kit.search.cues import context_phrase
+
+    predictor = VSMPredictor(*tiny_vsm)
+    predictor.set_image(np.zeros((64, 80, 3), np.uint8))
+    # a model trained on detection replies answers the location question with one of them
+    monkeypatch.setattr(predictor.tokenizer, "decode", lambda ids, **kw: "Sure, [LOC].<image>")
+    answer = predictor.answer("Where?", max_new_tokens=2)
+    assert answer == "Sure, ."
+    assert predictor.segment(context_phrase(answer, "cup")).shape == (64, 80)

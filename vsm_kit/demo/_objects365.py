@@ -1,4 +1,5 @@
-"""Objects365-v2: JPEGs in patch folders and the train json with its path prefixes."""
+"""Objects365-v2: JPEGs in patch folders and the train json with its path prefixes. Its images
+are the demo's cluttered ones: 3–6 small boxed things on a busy background, as in the real set."""
 
 from __future__ import annotations
 
@@ -8,22 +9,28 @@ import numpy as np
 
 from ..data import tree
 from ..data.classes import objects365_classes
-from ._draw import COLORS, Canvas, cells, make_thing, save_jpeg
+from ._draw import COLORS, THING_SHAPES, Canvas, background, cells, make_thing, save_jpeg
 from ._truth import TruthRecord, TruthTarget, xywh_rows
 
-# Objects365 category id → shape; "/" names exercise the alternatives the sampler picks from
+# Objects365 category id → the demo name it is drawn as (its silhouette and texture; V*Bench's
+# cup, book, kite and umbrella among them); "/" names exercise the alternatives the sampler
+# picks from, drawn with the skis' and the knife's silhouettes (no V*Bench name's), untextured
 CATEGORIES = {
-    1: "ellipse",
-    3: "rectangle",
-    9: "rectangle",
-    11: "ellipse",
-    13: "rectangle",
-    38: "rectangle",
-    40: "star",
-    93: "ellipse",
-    95: "ellipse",
-    300: "triangle",
+    3: "chair",
+    6: "car",
+    9: "bottle",
+    11: "cup",
+    13: "two_part",
+    19: "book",
+    40: "umbrella",
+    93: "dog",
+    95: "clock",
+    155: "kite",
+    300: "arrow",
 }
+IMAGES = 64  # at scale 1: small things (24 px up) on clutter, as V*Bench's patches look
+THINGS = (3, 6)  # per image, fewest and most
+MIN_SIDE = 24
 # (json version folder, patch) per image group; patch16 onwards are v2 names
 PATCHES = (("v1", 0), ("v1", 1), ("v2", 16))
 KNOWN_MISSING = (
@@ -36,24 +43,27 @@ KNOWN_MISSING = (
 def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> dict:
     names = objects365_classes()
     images, anns, truth = [], [], []
-    n = 12 * scale
+    n = IMAGES * scale
     for k in range(n):
         version, patch = PATCHES[k % len(PATCHES)]
         image_id = 100 + k
         stem = f"objects365_{version}_{image_id:08d}.jpg"
         h, w = ((360, 480), (480, 640), (300, 400))[int(rng.integers(3))]
         images.append(_image(image_id, f"images/{version}/patch{patch}/{stem}", h, w))
-        canvas = Canvas(h, w, rng, base=(180, 175, 165))
-        cats = [int(c) for c in rng.choice(list(CATEGORIES), size=3, replace=True)]
-        boxes = cells(rng, h, w, len(cats))
+        canvas = Canvas(h, w, rng, base=np.asarray(background(rng, w, h), np.float32))
+        count = int(rng.integers(THINGS[0], THINGS[1] + 1))
+        cats = [int(c) for c in rng.choice(list(CATEGORIES), size=count, replace=True)]
+        boxes = [_small(rng, cell) for cell in cells(rng, h, w, len(cats))]
         by_cat: dict[int, list] = {}
         for j, (cat, box) in enumerate(zip(cats, boxes, strict=True)):
             if k == 0 and j == 0:  # partly outside the image: the box reaches past the border
                 # (the first cell's row has nothing to its left, so this overlaps no object)
                 x0, y0, x1, y1 = box
                 box = (-0.4 * (x1 - x0), y0, 0.6 * (x1 - x0), y1)
-            t = make_thing(names[cat], str(rng.choice(list(COLORS))), CATEGORIES[cat], box, h, w)
-            canvas.paint(t.mask, COLORS[t.color])
+            name = CATEGORIES[cat]
+            kind = THING_SHAPES.get(name, name)
+            t = make_thing(name, str(rng.choice(list(COLORS))), kind, box, h, w)
+            canvas.paint_thing(t)
             by_cat.setdefault(cat, []).append(t.bbox)
             anns.append(_ann(len(anns) + 1, image_id, cat, t.bbox))
         if k == 1:  # a zero-width box, as the real file has: kept as annotated, dropped in training
@@ -80,6 +90,14 @@ def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> di
     }
     dump(tree.at(ds, "objects365", "annotations"), data)
     return {"objects365": truth}
+
+
+def _small(rng: np.random.Generator, cell) -> tuple[float, float, float, float]:
+    """A box of MIN_SIDE px up to the cell's own size, anywhere inside the cell."""
+    x0, y0, x1, y1 = cell
+    bw, bh = (rng.uniform(min(MIN_SIDE, side), side) for side in (x1 - x0, y1 - y0))
+    x, y = rng.uniform(x0, x1 - bw), rng.uniform(y0, y1 - bh)
+    return x, y, x + bw, y + bh
 
 
 def _image(image_id: int, file_name: str, h: int, w: int) -> dict:

@@ -26,7 +26,7 @@ CLEF_THINGS = {
     "boat": "rectangle",
     "sign": "star",
 }
-COCO_SCENES = 96  # shared by refCOCO/+/g: every 6th is refCOCO val, 16 scenes of 2–3 objects
+COCO_SCENES = 384  # shared by refCOCO/+/g: every 6th is refCOCO val, 64 scenes of 2–3 objects
 SPLITS = {
     "refcoco": ("train", "train", "train", "val", "testA", "testB"),
     "refcoco+": ("train", "train", "train", "val", "testA", "testB"),

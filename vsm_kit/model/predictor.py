@@ -191,7 +191,9 @@ class VSMPredictor:
         original does (kept for comparisons only; transformers 5's `generate(use_cache=False)`
         still keeps a key/value cache, so it is not used for this). The text is cleaned as the
         original does: newlines removed (not made spaces), each pair of spaces made one in a
-        single pass (four stay two), ends stripped (§10.6)."""
+        single pass (four stay two), ends stripped (§10.6). Unlike the original, the prompt's
+        markers are dropped from it first: a model that answers "Sure, [LOC]." would put a second
+        `[LOC]` into the search's segmentation prompt, which breaks its forward pass."""
         image = self._require_image()
         prompt = image_prompt(_plain_text(question, "question"))
         ids = torch.tensor([tokenize_with_image(prompt, self.tokenizer)], device=self.device)
@@ -209,6 +211,8 @@ class VSMPredictor:
         else:
             generated = self._greedy_uncached(ids, image["clip"], max_new_tokens)
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        for marker in MARKERS:
+            text = text.replace(marker, "")
         return text.replace("\n", "").replace("  ", " ").strip()
 
     def _greedy_uncached(self, ids: torch.Tensor, clip: torch.Tensor, max_new: int) -> list[int]:

@@ -140,6 +140,7 @@ class CadenceConfig:
     validate_every: int = 0
     checkpoint_every: int = 0
     validate: bool = True  # False = --no_eval: keep the last checkpoint as the best
+    validate_first: bool = False  # also validate before the first step (not the original's)
 
 
 @dataclass

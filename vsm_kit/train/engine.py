@@ -201,6 +201,9 @@ def train(run_dir: Path) -> None:
     )
     val_collator = Collator(tokenizer, ids, cfg.data.model_max_length, image_tokens, truncate=False)
 
+    if validation and cfg.cadence.validate_first and start == 0:  # the baseline of the curve
+        first = evaluate(vsm, validation, val_collator, dataset.inputs, to_device, rank, world)
+        log.validation(0, first)
     batches = iter(loader)  # draws from torch's RNG: restore after it, as the first launch
     if resume:
         _set_rng_state(resume["rng"])

@@ -151,9 +151,11 @@ def draw_detections(
     target: str,
     mask_logits: np.ndarray | None = None,
     top: int = 3,
+    truth_xyxy: np.ndarray | None = None,
 ) -> Figure:
     """An image with the `top` highest-scoring boxes (`xyxy_px`) for `target`, their scores,
-    and the mask (logits > 0) when given."""
+    and the mask (logits > 0) when given; `truth_xyxy`, an annotated box, is drawn dashed and
+    the best box's IoU with it is in the title."""
     h, w = image.shape[:2]
     fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1)))
     shown = image if mask_logits is None else overlay_masks(image, [mask_logits > 0])
@@ -171,7 +173,17 @@ def draw_detections(
             va="bottom",
             bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "lw": 0},
         )
-    ax.set_title(f"{target!r}: top {min(top, len(scores))} boxes")
+    title = f"{target!r}: top {min(top, len(scores))} boxes"
+    if truth_xyxy is not None:
+        import torch  # only beside a model's detections, which loaded it already
+        from torchvision.ops import box_iou
+
+        x0, y0, x1, y1 = truth_xyxy
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white", ls="--"))
+        best = torch.as_tensor(np.asarray(boxes_xyxy)[np.argmax(scores)][None], dtype=torch.float32)
+        iou = box_iou(best, torch.as_tensor(np.asarray(truth_xyxy)[None], dtype=torch.float32))
+        title += f"; best vs annotation (dashed): IoU {float(iou[0, 0]):.2f}"
+    ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
     return fig
