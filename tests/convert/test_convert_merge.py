@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPImageProcessor, OwlViTImageProcessor
 
 import vsm_kit
+from tests.plumbing import PLUMBING
 from vsm_kit.cli import main
 from vsm_kit.convert import LAST, ConvertError, MergeError, convert, convert_merge, merge
 from vsm_kit.model import VSMPredictor, vsm_tiny
@@ -31,9 +32,10 @@ merge_module = importlib.import_module("vsm_kit.convert.merge")  # the name `mer
 def run_dir(demo_world, tmp_path_factory):
     cfg = demo_world.recipe(
         **{
+            **PLUMBING,
             "output_dir": str(tmp_path_factory.mktemp("convert") / "run"),
             "max_steps": 3,
-        }
+        },
     )
     run = TrainingRun.start(cfg, num_gpus=2)
     assert run.wait(600) == "finished", run.log_tail(40)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import vsm_kit
+from tests.plumbing import PLUMBING
 from vsm_kit.convert import convert, merge
 from vsm_kit.train import shm
 from vsm_kit.train.config import RunConfig
@@ -21,13 +22,14 @@ def run_config(demo_world, out: Path, max_steps: int, **fields) -> RunConfig:
     """The demo config in fp32 without validation, checkpointing every 4 steps."""
     return demo_world.recipe(
         **{
+            **PLUMBING,
             "output_dir": str(out),
             "precision": "fp32",
             "max_steps": max_steps,
             "cadence.checkpoint_every": 4,
             "cadence.validate": False,
             **fields,
-        }
+        },
     )
 
 

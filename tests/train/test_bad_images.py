@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import vsm_kit
+from tests.plumbing import PLUMBING
 from vsm_kit.train.config import RunConfig
 from vsm_kit.train.hybrid import DataTreeError, HybridDataset
 from vsm_kit.train.launch import TrainingRun
@@ -47,12 +48,13 @@ def test_a_tree_of_unreadable_images_names_the_last_and_the_fix(world_copy):
 def test_corrupt_image_between_launches_is_skipped_on_every_rank(demo_world, world_copy, tmp_path):
     cfg = demo_world.recipe(
         **{
+            **PLUMBING,
             "data.data_dir": str(world_copy),
             "output_dir": str(tmp_path / "run"),
             "max_steps": 1,
             "cadence.checkpoint_every": 1,
             "cadence.validate": False,
-        }
+        },
     )
     first = TrainingRun.start(cfg, num_gpus=WORLD)
     assert first.wait(600) == "finished", first.log_tail(40)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import vsm_kit
+from tests.plumbing import PLUMBING
 from vsm_kit import configs
 from vsm_kit.train.config import ConfigError, RunConfig
 from vsm_kit.train.launch import TrainingRun
@@ -15,10 +16,11 @@ CONFIGS = Path(vsm_kit.__file__).parent / "configs"
 def _tiny(demo_world, tmp_path) -> RunConfig:
     return configs.load("demo_tiny_cpu").replace(
         **{
+            **PLUMBING,
             "data.data_dir": str(demo_world.dataset),
             "weights.dir": str(demo_world.weights),
             "output_dir": str(tmp_path / "run"),
-        }
+        },
     )
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import vsm_kit
+from tests.plumbing import PLUMBING
 from vsm_kit.train.checkpoints import Checkpoints
 from vsm_kit.train.launch import TrainingRun
 from widgets import RunForm
@@ -26,9 +27,10 @@ def _steps(records):
 def test_train_kill_and_resume_step_exactly(demo_world, tmp_path):
     cfg = demo_world.recipe(
         **{
+            **PLUMBING,
             "output_dir": str(tmp_path / "run"),
             "max_steps": 20,
-        }
+        },
     )
     form = RunForm(cfg, start=functools.partial(TrainingRun.start, num_gpus=2))
     assert form.config == cfg
