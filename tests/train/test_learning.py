@@ -4,7 +4,8 @@ Its losses are the step means the engine logs, first window against last. The la
 both mask terms and the detection class term must fall. As in the original, OWL-ViT's box head is
 frozen (its `layer_norm` is trainable by name but runs under no_grad), so a matched box is a fixed
 function of the image: the L1 and GIoU terms fall only as the matcher picks other patches. They
-must not rise, and must stay below bounds that targets in the wrong box format exceed by far.
+must not rise, and must stay below bounds just above what they measured (how far targets in a
+wrong box format would exceed them is not yet measured).
 refCOCO val detection accuracy must rise well above its step-0 value (about 0.3: the bases'
 classes before the VSM's query projection has learned anything).
 """
