@@ -52,7 +52,7 @@ browser-deps:
 	  || echo "browser-deps: could not install chromium with apt; the browser tests will be skipped"
 
 test: venv lint browser-deps
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=15
 
 clean:
 	rm -rf $(VENV) runs
