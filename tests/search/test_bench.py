@@ -12,7 +12,7 @@ from vsm_kit.cli import main
 from vsm_kit.data.images import load_rgb
 from vsm_kit.demo._draw import COLORS
 from vsm_kit.errors import MalformedJsonError
-from vsm_kit.search import SearchConfig
+from vsm_kit.search import SearchConfig, visual_search
 from vsm_kit.search.bench import (
     BenchFormatError,
     BenchOptionError,
@@ -198,6 +198,14 @@ def test_malformed_json_and_missing_folder_are_reported(tmp_path):
         evaluate_bench(ScriptedBenchModel(), lonely.parent, progress=False)
 
 
+def _deepest_searched_patches(width: int, height: int) -> list[tuple]:
+    """The patches a search that finds nothing visits and does not split (xywh)."""
+    oracle = ScriptedOracle((-50, -50, -40, -40), sees_below=0)  # off the image: never found
+    visual_search(oracle, coordinate_image(width, height), "cup")
+    smallest = SearchConfig().smallest_size(width, height)
+    return [p for p in oracle.patches if min(p[2], p[3]) <= smallest]
+
+
 def test_the_demo_world_bench_matches_what_was_drawn(demo_world):
     root = demo_world.dataset / "vstar_bench"
     bench = load_bench(root)
@@ -223,6 +231,12 @@ def test_the_demo_world_bench_matches_what_was_drawn(demo_world):
         boxes = np.array(ann["bbox"])
         assert boxes.dtype.kind == "i" and (boxes[:, 2:] < 80).all()  # small targets
         assert (boxes[:, 2] * boxes[:, 3] <= 0.002 * pixels.shape[0] * pixels.shape[1]).all()
+        deepest = _deepest_searched_patches(pixels.shape[1], pixels.shape[0])
+        for x, y, w, h in boxes:  # whole in one patch the search does not split
+            assert any(
+                px <= x and py <= y and x + w <= px + pw and y + h <= py + ph
+                for px, py, pw, ph in deepest
+            )
         # among distractors: outside the targets' boxes, 4 more saturated shapes of target size
         saturated = np.ptp(pixels.astype(int), axis=2) > 80
         for x, y, w, h in boxes:

@@ -52,13 +52,15 @@ BASES_VERSION = 1  # bump when the fit changes in a way the hashed sources do no
 NAMES = tuple(n for n in THING_SHAPES if n != "person")  # person appears only as a crowd
 REPORT = "fit_report.json"  # what the fit reached, on held-out scenes and on its pool
 SCENE_SIZES = ((240, 320), (360, 480), (300, 400), (480, 360), (384, 512), (512, 384))
+# (cells' grid, things per scene [low, high)) of the fit's two kinds of scene
+LAYOUT, SMALL_LAYOUT = ((3, 2), (2, 7)), ((5, 4), (4, 13))
 
 
 @dataclass(frozen=True)
 class FitSteps:
     """Optimizer steps per base (the defaults fit all three in under 3 minutes on 2 cores)."""
 
-    owlvit: int = 2400
+    owlvit: int = 4000
     clip: int = 150
     llava: int = 200
     scenes: int = 1024  # the pool the steps draw batches from
@@ -165,14 +167,17 @@ class Scene:
 
 
 def draw_scene(rng: np.random.Generator, grid: int) -> Scene:
-    """2 to 6 named things laid out as the demo's datasets lay them (`cells`), on a plain or
-    cluttered background."""
+    """Named things laid out as the demo's datasets lay them (`cells`): half the scenes hold 2
+    to 6 on a plain or cluttered background, half 4 to 12 small ones (V*Bench's zoomed patches,
+    and Objects365's scenes) on clutter."""
     h, w = SCENE_SIZES[int(rng.integers(len(SCENE_SIZES)))]
     canvas = Canvas(h, w, rng, base=tuple(int(v) for v in rng.uniform(90, 190, 3)))
-    if rng.random() < 0.5:
+    small = rng.random() < 0.5
+    if small or rng.random() < 0.5:
         canvas.rgb[:] = np.asarray(background(rng, w, h), dtype=np.float32)
+    layout = SMALL_LAYOUT if small else LAYOUT
     things: list[Thing] = []
-    for box in cells(rng, h, w, int(rng.integers(2, 7))):
+    for box in cells(rng, h, w, int(rng.integers(*layout[1])), grid=layout[0]):
         name = NAMES[int(rng.integers(len(NAMES)))]
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
         thing = make_thing(name, color, THING_SHAPES[name], box, h, w)

@@ -210,10 +210,10 @@ class Thing:
         return b[0] + b[2] / 2
 
 
-def cells(rng: np.random.Generator, h: int, w: int, n: int, top: float = 0.0):
-    """`n` non-overlapping boxes (x0, y0, x1, y1) inside a grid below `top`·h, so objects never
-    occlude each other and each drawn region equals its annotation."""
-    cols, rows = 3, 2
+def cells(rng: np.random.Generator, h: int, w: int, n: int, top: float = 0.0, grid=(3, 2)):
+    """`n` non-overlapping boxes (x0, y0, x1, y1) inside a `grid` (columns, rows) below `top`·h,
+    so objects never occlude each other and each drawn region equals its annotation."""
+    cols, rows = grid
     picks = rng.choice(cols * rows, size=min(n, cols * rows), replace=False)
     cw, ch = w / cols, h * (1 - top) / rows
     out = []

@@ -1,5 +1,7 @@
 """Objects365-v2: JPEGs in patch folders and the train json with its path prefixes. Its images
-are the demo's cluttered ones: 3–6 small boxed things on a busy background, as in the real set."""
+are the demo's cluttered ones: 4–8 small boxed things on a busy background, as in the real set,
+at the sizes of V*Bench's deepest search patches (each thing 24 px up to a quarter of the image's
+width), so the detector learns the zoomed view the search ends on."""
 
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ CATEGORIES = {
     155: "kite",
     300: "arrow",
 }
-IMAGES = 64  # at scale 1: small things (24 px up) on clutter, as V*Bench's patches look
-THINGS = (3, 6)  # per image, fewest and most
+IMAGES = 128  # at scale 1
+THINGS = (4, 8)  # per image, fewest and most
+GRID = (4, 3)  # cells' (columns, rows), transposed for portrait images
+SIZES = ((192, 256), (240, 320), (288, 384), (384, 512), (320, 240))  # (height, width)
 MIN_SIDE = 24
 # (json version folder, patch) per image group; patch16 onwards are v2 names
 PATCHES = (("v1", 0), ("v1", 1), ("v2", 16))
@@ -48,12 +52,13 @@ def write_objects365(ds: Path, rng: np.random.Generator, scale: int, dump) -> di
         version, patch = PATCHES[k % len(PATCHES)]
         image_id = 100 + k
         stem = f"objects365_{version}_{image_id:08d}.jpg"
-        h, w = ((360, 480), (480, 640), (300, 400))[int(rng.integers(3))]
+        h, w = SIZES[int(rng.integers(len(SIZES)))]
         images.append(_image(image_id, f"images/{version}/patch{patch}/{stem}", h, w))
         canvas = Canvas(h, w, rng, base=np.asarray(background(rng, w, h), np.float32))
         count = int(rng.integers(THINGS[0], THINGS[1] + 1))
         cats = [int(c) for c in rng.choice(list(CATEGORIES), size=count, replace=True)]
-        boxes = [_small(rng, cell) for cell in cells(rng, h, w, len(cats))]
+        grid = GRID if w >= h else GRID[::-1]
+        boxes = [_small(rng, cell) for cell in cells(rng, h, w, len(cats), grid=grid)]
         by_cat: dict[int, list] = {}
         for j, (cat, box) in enumerate(zip(cats, boxes, strict=True)):
             if k == 0 and j == 0:  # partly outside the image: the box reaches past the border

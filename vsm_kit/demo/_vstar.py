@@ -1,7 +1,8 @@
-"""V*Bench: large JPEGs with small targets (each at most 0.2 % of its image) among saturated
-distractors of the other target kinds on a cluttered background, each beside a json of the same
-stem (`target_object` names, `bbox` xywh pixels per name, `question`, `options` with the correct
-answer first), in the benchmark's two folders: 6 + 3 × 2 = 12 targets at scale 1."""
+"""V*Bench: large JPEGs with small targets (each at most 0.2 % of its image, whole inside one of
+the search's deepest patches) among saturated distractors of the other target kinds on a
+cluttered background, each beside a json of the same stem (`target_object` names, `bbox` xywh
+pixels per name, `question`, `options` with the correct answer first), in the benchmark's two
+folders: 6 + 3 × 2 = 12 targets at scale 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..search import SearchConfig, split
 from ._draw import (
     COLORS,
     THING_SHAPES,
@@ -78,20 +80,47 @@ def write_vstar_bench(ds: Path, rng: np.random.Generator, scale: int, dump) -> d
 
 
 def _sides(rng: np.random.Generator, width: int, height: int) -> tuple[int, int]:
-    """A target's box sides: at least MIN_SIDE, their product at most MAX_AREA of the image."""
-    top = int((MAX_AREA * width * height) ** 0.5)
-    return tuple(int(v) for v in rng.integers(MIN_SIDE, top + 1, size=2))
+    """A target's box sides: half to all of MAX_AREA of the image, near square, each side at
+    least MIN_SIDE and at most the square root of that area."""
+    top = (MAX_AREA * width * height) ** 0.5
+    area, ratio = rng.uniform(0.5, 1.0) * top**2, rng.uniform(0.75, 4 / 3)
+    return tuple(
+        int(np.clip(v, MIN_SIDE, top)) for v in ((area * ratio) ** 0.5, (area / ratio) ** 0.5)
+    )
+
+
+def deepest_patches(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The search's smallest patches (xywh) of an image, split as the search splits it with its
+    default sizes."""
+    smallest = SearchConfig().smallest_size(width, height)
+    todo, out = [(0, 0, width, height)], []
+    while todo:
+        box = todo.pop()
+        if min(box[2], box[3]) > smallest:
+            todo.extend(split(box))
+        else:
+            out.append(box)
+    return sorted(out)
 
 
 def _place(rng: np.random.Generator, width: int, height: int, n: int) -> list[tuple]:
-    """`n` integer boxes (x0, y0, x1, y1) away from the borders; two are far apart left to right,
-    so which one is on the left is never in doubt."""
+    """`n` integer boxes (x0, y0, x1, y1), each well inside one of the search's deepest patches
+    (the tiny detector's 12×12 grid, the real one's being 48×48, can neither box a target cut
+    by a patch border nor see it from a level higher); target j's patch lies in the j-th of n
+    vertical slots, so which one is on the left is never in doubt."""
     out = []
-    for j in range(n):  # target j's centre lies in the j-th of n vertical slots
+    leaves = deepest_patches(width, height)
+    for j in range(n):
         w, h = _sides(rng, width, height)
-        cx = rng.uniform(j / n + 0.05, (j + 1) / n - 0.05) * width
-        cy = rng.uniform(0.05, 0.95) * height
-        x0, y0 = int(cx - w / 2), int(cy - h / 2)
+        slot = [
+            (x, y, pw, ph)
+            for x, y, pw, ph in leaves
+            if j * width / n <= x and x + pw <= (j + 1) * width / n
+        ]
+        x, y, pw, ph = slot[int(rng.integers(len(slot)))]
+        margin = max(w, h) // 4
+        x0 = int(rng.integers(x + margin, x + pw - w - margin + 1))
+        y0 = int(rng.integers(y + margin, y + ph - h - margin + 1))
         out.append((x0, y0, x0 + w, y0 + h))
     if n == 2 and rng.random() < 0.5:
         out.reverse()  # the first-named target is on the right as often as on the left

@@ -22,7 +22,7 @@ from ._truth import Truth
 from ._vstar import write_vstar_bench
 from ._weights import write_weights
 
-FORMAT_VERSION = 9  # bump when the generator's output changes
+FORMAT_VERSION = 10  # bump when the generator's output changes
 STAMP = "demo_world.json"
 BASES = ("random", "pretrained")
 
